@@ -1,0 +1,1 @@
+//! The `.kir` text form (placeholder: printer and parser come next).

@@ -1,0 +1,2 @@
+//! kiln facade (placeholder).
+pub use kiln_ir as ir;
