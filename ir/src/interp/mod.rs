@@ -16,15 +16,16 @@
 mod attention;
 mod conv;
 mod elementwise;
-mod linalg;
-mod misc;
-mod movement;
-mod norm;
+pub(crate) mod linalg;
+pub(crate) mod misc;
+pub(crate) mod movement;
+pub(crate) mod norm;
 mod pool;
-mod quant;
+pub(crate) mod quant;
 mod reduce;
-mod shape_ops;
+pub(crate) mod shape_ops;
 pub mod util;
+pub(crate) mod window;
 
 use crate::{Attrs, Error, Graph, Op, OpClass, Result, Tensor};
 
