@@ -524,7 +524,14 @@ impl Importer<'_> {
                 }]));
             }
         }
-        let small = |t: &TensorType| t.shape.numel().is_some_and(|n| n <= FOLD_LIMIT);
+        let small = |t: &TensorType| {
+            let dims = t.shape.fixed().unwrap_or_default();
+            t.shape.is_fixed()
+                && dims
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .is_some_and(|n| n <= FOLD_LIMIT)
+        };
         if !tys.iter().all(small) {
             return Ok(None);
         }

@@ -33,11 +33,27 @@ pub(crate) fn input_type(vi: &ValueInfoProto) -> Result<TensorType, String> {
             _ => Dim::Sym(generated_dim_name(vi.name(), i)),
         });
     }
+    let fixed = dims.iter().filter_map(Dim::fixed);
+    if fixed
+        .clone()
+        .try_fold(1usize, |a, d| a.checked_mul(d))
+        .is_none_or(|n| n > MAX_ELEMENTS)
+    {
+        let d: Vec<String> = fixed.map(|d| d.to_string()).collect();
+        return Err(format!(
+            "dimensions [{}] have too many elements",
+            d.join(",")
+        ));
+    }
     Ok(TensorType {
         dtype,
         shape: Shape(dims),
     })
 }
+
+/// More elements than any real tensor has (2^48); bigger declared shapes are
+/// corrupt files, and would overflow size arithmetic downstream.
+const MAX_ELEMENTS: usize = 1 << 48;
 
 /// The name given to a dimension the model leaves unnamed.
 fn generated_dim_name(value: &str, axis: usize) -> String {

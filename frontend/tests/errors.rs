@@ -49,6 +49,118 @@ fn truncated_models_and_garbage_never_panic() {
     }
 }
 
+/// A model with many shape-computing ops in their opset-9 forms.
+fn rich(opset: i64) -> kiln_frontend::proto::onnx::ModelProto {
+    let g = graph(
+        vec![
+            node("Shape", &["x"], &["s"], vec![]),
+            node("Gather", &["s", "zero"], &["n"], vec![a_int("axis", 0)]),
+            node("Unsqueeze", &["n"], &["n1"], vec![a_ints("axes", &[0])]),
+            node(
+                "Concat",
+                &["n1", "minus1"],
+                &["shape"],
+                vec![a_int("axis", 0)],
+            ),
+            node("Reshape", &["x", "shape"], &["r"], vec![]),
+            node(
+                "Slice",
+                &["r"],
+                &["sl"],
+                vec![
+                    a_ints("starts", &[0]),
+                    a_ints("ends", &[5]),
+                    a_ints("axes", &[1]),
+                ],
+            ),
+            node("Softmax", &["x"], &["sm"], vec![a_int("axis", 1)]),
+            node(
+                "Pad",
+                &["x"],
+                &["p"],
+                vec![a_ints("pads", &[0, 1, 0, 0, 1, 0]), a_float("value", 1.0)],
+            ),
+            node(
+                "Split",
+                &["x"],
+                &["a", "b"],
+                vec![a_int("axis", 1), a_ints("split", &[1, 2])],
+            ),
+            node("TopK", &["x"], &["tv", "ti"], vec![a_int("k", 2)]),
+            node(
+                "Constant",
+                &[],
+                &["cs"],
+                vec![a_ints("value_ints", &[2, 3])],
+            ),
+            node(
+                "ConstantOfShape",
+                &["cs"],
+                &["co"],
+                vec![a_tensor(
+                    "value",
+                    &Tensor::from_vec(vec![1], vec![2.0f32]).unwrap(),
+                )],
+            ),
+            node("Expand", &["co", "cs"], &["ex"], vec![]),
+            node("Tile", &["co", "cs"], &["ti2"], vec![]),
+            node(
+                "Transpose",
+                &["x"],
+                &["tr"],
+                vec![a_ints("perm", &[2, 0, 1])],
+            ),
+            node("Resize", &["x4", "sc"], &["rs"], vec![]),
+            node("ReduceSum", &["x"], &["rsum"], vec![a_ints("axes", &[1])]),
+            node("Squeeze", &["n1"], &["sq"], vec![a_ints("axes", &[0])]),
+            node("Gather", &["co", "idx"], &["gi"], vec![a_int("axis", 1)]),
+            node("Cast", &["co"], &["cc"], vec![a_int("to", 7)]),
+            node("Where", &["cond", "co", "co"], &["wh"], vec![]),
+        ],
+        vec![f32s("x", &[2, 3, 4]), f32s("x4", &[1, 1, 2, 2])],
+        vec![
+            init("zero", &Tensor::scalar(0i64)),
+            init("one", &Tensor::scalar(1i64)),
+            init("five", &Tensor::scalar(5i64)),
+            init("minus1", &i64s(&[-1])),
+            init(
+                "sc",
+                &Tensor::from_vec(vec![4], vec![1.0f32, 1.0, 2.0, 2.0]).unwrap(),
+            ),
+            init("idx", &i64s(&[0, 2, -1])),
+            init(
+                "cond",
+                &Tensor::from_vec(vec![3], vec![true, false, true]).unwrap(),
+            ),
+        ],
+        vec![f32s("r", &[2, 12])],
+    );
+    model(opset, g)
+}
+
+/// Byte flips in a model with many shape-computing ops: decoding, inference
+/// and value propagation see corrupt attributes and constants.
+#[test]
+fn mutated_models_never_panic() {
+    let good = bytes(&rich(9));
+    assert!(kiln_frontend::import_bytes(&good, None, "rich.onnx").is_ok());
+    let mut x: u64 = 0x1234_5678_9abc_def1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..3000 {
+        let mut b = good.clone();
+        for _ in 0..(1 + next() % 3) {
+            let i = (next() as usize) % b.len();
+            b[i] = next() as u8;
+        }
+        let _ = kiln_frontend::import_bytes(&b, None, "f.onnx");
+    }
+}
+
 #[test]
 fn garbage_is_not_a_valid_model() {
     let e = kiln_frontend::import_bytes(&[0xff, 0xff, 0xff], None, "junk.onnx").unwrap_err();
@@ -183,6 +295,30 @@ fn graph_inputs_need_a_tensor_type_and_a_rank() {
     v.r#type = None;
     let g = graph(vec![], vec![v], vec![], vec![]);
     assert!(import_err(&model(17, g)).contains("graph input \"x\": has no type"));
+    let g = graph(
+        vec![],
+        vec![vi(
+            "x",
+            DType::F32,
+            &[D::N(1 << 40), D::P("n"), D::N(1 << 40)],
+        )],
+        vec![],
+        vec![],
+    );
+    let e = import_err(&model(17, g));
+    assert!(
+        e.contains(
+            "graph input \"x\": dimensions [1099511627776,1099511627776] have too many elements"
+        ),
+        "{e}"
+    );
+    let g = graph(
+        vec![],
+        vec![vi("x", DType::F32, &[D::N(-2)])],
+        vec![],
+        vec![],
+    );
+    assert!(import_err(&model(17, g)).contains("graph input \"x\": dimension 0 is negative (-2)"));
 }
 
 #[test]

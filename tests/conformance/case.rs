@@ -29,13 +29,21 @@ pub struct Meta {
 impl Meta {
     pub fn read(dir: &Path) -> Result<Meta, String> {
         let path = dir.join("case.txt");
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut m = Meta { rtol: 1e-3, atol: 1e-7, ..Meta::default() };
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut m = Meta {
+            rtol: 1e-3,
+            atol: 1e-7,
+            ..Meta::default()
+        };
         for line in text.lines() {
-            let Some((k, v)) = line.split_once(':') else { continue };
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
             let v = v.trim();
             let num = |v: &str| {
-                v.parse::<f64>().map_err(|e| format!("{}: `{k}: {v}`: {e}", path.display()))
+                v.parse::<f64>()
+                    .map_err(|e| format!("{}: `{k}: {v}`: {e}", path.display()))
             };
             match k.trim() {
                 "op" => m.op = v.to_string(),
@@ -75,6 +83,9 @@ pub struct Outcome {
 /// Why a case did not pass.
 type Verdict = Result<(), (Status, String)>;
 
+/// A test data file's tensor, with the name it carries.
+type Named = (Option<String>, Tensor);
+
 fn fail(msg: impl Into<String>) -> (Status, String) {
     (Status::Fail, msg.into())
 }
@@ -93,9 +104,10 @@ pub fn is_unsupported(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         // A boxed source (`source: Box<kiln_ir::Error>`) shows up as the Box.
-        let ir = err
-            .downcast_ref::<kiln_ir::Error>()
-            .or_else(|| err.downcast_ref::<Box<kiln_ir::Error>>().map(|b| b.as_ref()));
+        let ir = err.downcast_ref::<kiln_ir::Error>().or_else(|| {
+            err.downcast_ref::<Box<kiln_ir::Error>>()
+                .map(|b| b.as_ref())
+        });
         if let Some(ir) = ir {
             match ir {
                 kiln_ir::Error::Unsupported(_) => return true,
@@ -109,10 +121,10 @@ pub fn is_unsupported(e: &(dyn std::error::Error + 'static)) -> bool {
                 F::Model { msg, .. }
                 | F::Node { msg, .. }
                 | F::Tensor { msg, .. }
-                | F::Value { msg, .. } => {
-                    if says(msg) {
-                        return true;
-                    }
+                | F::Value { msg, .. }
+                    if says(msg) =>
+                {
+                    return true
                 }
                 _ => {}
             }
@@ -124,7 +136,11 @@ pub fn is_unsupported(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// Classifies an error of `stage` (`import`, `interp`, ...).
 fn classify(stage: &str, e: &(dyn std::error::Error + 'static)) -> (Status, String) {
-    let status = if is_unsupported(e) { Status::Unsupported } else { Status::Fail };
+    let status = if is_unsupported(e) {
+        Status::Unsupported
+    } else {
+        Status::Fail
+    };
     (status, format!("{stage}: {e}"))
 }
 
@@ -143,7 +159,10 @@ pub fn run(dir: &Path, meta: &Meta) -> Verdict {
         }
     };
     if !meta.nontensor.is_empty() {
-        return Err((Status::Unsupported, format!("non-tensor values: {}", meta.nontensor)));
+        return Err((
+            Status::Unsupported,
+            format!("non-tensor values: {}", meta.nontensor),
+        ));
     }
     let reparsed = text_round_trip(&graph)?;
     let sets = data_sets(dir).map_err(fail)?;
@@ -151,9 +170,17 @@ pub fn run(dir: &Path, meta: &Meta) -> Verdict {
         return Err(fail(format!("no test_data_set_* in {}", dir.display())));
     }
     for set in &sets {
-        let set_name = set.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        run_data_set(&graph, reparsed.as_ref(), set, meta)
-            .map_err(|(s, r)| if sets.len() > 1 { (s, format!("{set_name}: {r}")) } else { (s, r) })?;
+        let set_name = set
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        run_data_set(&graph, reparsed.as_ref(), set, meta).map_err(|(s, r)| {
+            if sets.len() > 1 {
+                (s, format!("{set_name}: {r}"))
+            } else {
+                (s, r)
+            }
+        })?;
     }
     Ok(())
 }
@@ -163,11 +190,14 @@ pub fn run(dir: &Path, meta: &Meta) -> Verdict {
 fn text_round_trip(graph: &Graph) -> Result<Option<Graph>, (Status, String)> {
     use kiln_ir::text::{parse, print, PrintOptions};
     let first = print(graph, &PrintOptions::lossless());
-    let g2 = parse(&first, "<round trip>")
-        .map_err(|e| fail(format!("text round trip: parse: {e}")))?;
+    let g2 =
+        parse(&first, "<round trip>").map_err(|e| fail(format!("text round trip: parse: {e}")))?;
     let second = print(&g2, &PrintOptions::lossless());
     if first != second {
-        return Err(fail(format!("text round trip: {}", first_difference(&first, &second))));
+        return Err(fail(format!(
+            "text round trip: {}",
+            first_difference(&first, &second)
+        )));
     }
     Ok(Some(g2))
 }
@@ -197,7 +227,8 @@ fn data_sets(dir: &Path) -> Result<Vec<PathBuf>, String> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.is_dir()
-                && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
         })
         .collect();
     sets.sort();
@@ -205,7 +236,7 @@ fn data_sets(dir: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 /// `prefix_0.pb, prefix_1.pb, ...` in `set`, read until the first missing index.
-fn read_tensors(set: &Path, prefix: &str) -> Result<Vec<(Option<String>, Tensor)>, (Status, String)> {
+fn read_tensors(set: &Path, prefix: &str) -> Result<Vec<Named>, (Status, String)> {
     let mut out = Vec::new();
     loop {
         let path = set.join(format!("{prefix}_{}.pb", out.len()));
@@ -221,7 +252,7 @@ fn read_tensors(set: &Path, prefix: &str) -> Result<Vec<(Option<String>, Tensor)
 /// Puts the test inputs in graph-input order: by name when every graph input
 /// has a same-named test input, else positionally (ONNX numbers them in
 /// graph-input order).
-fn order_inputs(graph: &Graph, given: Vec<(Option<String>, Tensor)>) -> Vec<Tensor> {
+fn order_inputs(graph: &Graph, given: Vec<Named>) -> Vec<Tensor> {
     let by_name: Option<Vec<usize>> = graph
         .inputs
         .iter()
@@ -251,7 +282,10 @@ fn run_data_set(graph: &Graph, reparsed: Option<&Graph>, set: &Path, meta: &Meta
     }
     for (k, (g, (name, want))) in got.iter().zip(&expected).enumerate() {
         compare::compare(g, want, meta.rtol, meta.atol).map_err(|m| {
-            let name = name.as_deref().map(|n| format!(" `{n}`")).unwrap_or_default();
+            let name = name
+                .as_deref()
+                .map(|n| format!(" `{n}`"))
+                .unwrap_or_default();
             fail(format!("output {k}{name}: {m}"))
         })?;
     }
@@ -291,15 +325,30 @@ mod tests {
             source: Box::new(kiln_ir::Error::unsupported("keepdims")),
         };
         assert!(is_unsupported(&e));
-        let e = F::Node { file: "m.onnx".into(), node: "n".into(), op: "X".into(), msg: "bad".into() };
+        let e = F::Node {
+            file: "m.onnx".into(),
+            node: "n".into(),
+            op: "X".into(),
+            msg: "bad".into(),
+        };
         assert!(!is_unsupported(&e));
-        let e = F::Tensor { file: "m".into(), tensor: "t".into(), msg: "unsupported dtype STRING".into() };
+        let e = F::Tensor {
+            file: "m".into(),
+            tensor: "t".into(),
+            msg: "unsupported dtype STRING".into(),
+        };
         assert!(is_unsupported(&e));
     }
 
     #[test]
     fn first_difference_names_the_line() {
-        assert_eq!(first_difference("a\nb\n", "a\nc\n"), "line 2 printed as `b`, reprinted as `c`");
-        assert_eq!(first_difference("a", "a\nb"), "line 2 printed as `<end>`, reprinted as `b`");
+        assert_eq!(
+            first_difference("a\nb\n", "a\nc\n"),
+            "line 2 printed as `b`, reprinted as `c`"
+        );
+        assert_eq!(
+            first_difference("a", "a\nb"),
+            "line 2 printed as `<end>`, reprinted as `b`"
+        );
     }
 }

@@ -127,9 +127,30 @@ pub fn conformance_md(outcomes: &[Outcome], onnx: &str, date: &str) -> String {
             blank(e[2])
         );
     }
+    let mut total = [[0usize; 3]; 2];
+    for [d, e] in by_op.values() {
+        for k in 0..3 {
+            total[0][k] += d[k];
+            total[1][k] += e[k];
+        }
+    }
+    let [d, e] = total;
+    let _ = writeln!(
+        s,
+        "| **all {} ops** | **{}** | **{}** | **{}** | **{}** | **{}** | **{}** |",
+        by_op.len(),
+        d[0],
+        d[1],
+        d[2],
+        e[0],
+        e[1],
+        e[2]
+    );
 
-    for (status, title) in [(Status::Fail, "Failing cases"), (Status::Unsupported, "Unsupported cases")]
-    {
+    for (status, title) in [
+        (Status::Fail, "Failing cases"),
+        (Status::Unsupported, "Unsupported cases"),
+    ] {
         let list: Vec<&Outcome> = outcomes.iter().filter(|o| o.status == status).collect();
         let _ = write!(s, "\n## {title} ({})\n\n", list.len());
         if list.is_empty() {
@@ -138,7 +159,11 @@ pub fn conformance_md(outcomes: &[Outcome], onnx: &str, date: &str) -> String {
         }
         s.push_str("| case | op | reason |\n|---|---|---|\n");
         for o in list {
-            let op = if o.meta.expanded { format!("{} (expanded)", o.meta.op) } else { o.meta.op.clone() };
+            let op = if o.meta.expanded {
+                format!("{} (expanded)", o.meta.op)
+            } else {
+                o.meta.op.clone()
+            };
             let _ = writeln!(s, "| {} | {} | {} |", o.name, op, cell(&o.reason, 300));
         }
     }

@@ -78,6 +78,8 @@ pub(crate) fn infer(
         _ => {
             let keep = attrs.int_or("keepdims", 1)? != 0;
             let noop = attrs.int_or("noop_with_empty_axes", 0)? != 0;
+            // number of runtime axes, when only their count is known
+            let n_axes = opt_operand(inputs, 1).and_then(|a| a.ty.shape.numel());
             let axes = match opt_operand(inputs, 1) {
                 None => Some(Vec::new()),
                 Some(a) => {
@@ -113,11 +115,20 @@ pub(crate) fn infer(
                         })
                         .collect(),
                 ),
-                None => {
-                    return Err(Error::unsupported(format!(
-                        "{op} with keepdims=0 needs constant axes to know its output rank"
-                    )))
-                }
+                // k runtime axes (k > 0 here): rank - k dims, none of them known
+                None => match n_axes {
+                    Some(k) if k <= rank => Shape((0..rank - k).map(|_| unknown_dim(op)).collect()),
+                    Some(k) => {
+                        return Err(Error::invalid(format!(
+                            "{op}: {k} axes given for {x}, which has rank {rank}"
+                        )))
+                    }
+                    None => {
+                        return Err(Error::unsupported(format!(
+                            "{op} with keepdims=0 needs axes of static length to know its output rank"
+                        )))
+                    }
+                },
             };
             Ok(vec![ty(x.dtype, out)])
         }
@@ -224,8 +235,15 @@ mod tests {
                 unknown_dim(Op::ReduceSum)
             ])
         );
+        // keepdims=0 with k runtime axes: rank - k dims, all unknown
         let drop = Attrs::new().with("keepdims", Attr::Int(0));
-        let e = run(Op::ReduceSum, &drop, x, Some((&aty, None))).unwrap_err();
+        let r = run(Op::ReduceSum, &drop, x.clone(), Some((&aty, None))).unwrap();
+        assert_eq!(r.shape, Shape(vec![unknown_dim(Op::ReduceSum); 2]));
+        // more axes than dims is an error; axes of unknown length are unsupported
+        let too_many = tt(DType::I64, &[4]);
+        assert!(run(Op::ReduceSum, &drop, x.clone(), Some((&too_many, None))).is_err());
+        let sym = TensorType { dtype: DType::I64, shape: Shape(vec![Dim::Sym("k".into())]) };
+        let e = run(Op::ReduceSum, &drop, x, Some((&sym, None))).unwrap_err();
         assert!(matches!(e, Error::Unsupported(_)));
     }
 
