@@ -84,8 +84,20 @@ impl ModelFormat {
 
 /// Loads a model (ONNX or `.kir`) into the graph IR and verifies it.
 pub fn load_model(path: &Path) -> Result<kiln_ir::Graph> {
+    load_model_with(path, &kiln_frontend::ImportOptions::default())
+}
+
+/// [`load_model`] with import options, such as values for symbolic input
+/// dimensions (ONNX models only).
+pub fn load_model_with(path: &Path, opts: &kiln_frontend::ImportOptions) -> Result<kiln_ir::Graph> {
     let g = match ModelFormat::of(path) {
-        ModelFormat::Onnx => kiln_frontend::import_file(path)?,
+        ModelFormat::Onnx => kiln_frontend::import_file_with(path, opts)?,
+        ModelFormat::Kir if !opts.dims.is_empty() => {
+            return Err(Error::Usage(format!(
+                "{}: binding symbolic dimensions (--dim) needs an ONNX model; a .kir graph's types are as written",
+                path.display()
+            )))
+        }
         ModelFormat::Kir => {
             let src = std::fs::read_to_string(path)
                 .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
@@ -121,7 +133,11 @@ pub fn info(g: &kiln_ir::Graph) -> String {
     let _ = writeln!(s, "flops: {} ({})", st.flops, human(st.flops as f64, "FLOP"));
     let _ = writeln!(s, "bytes moved (unfused): {}", human_bytes(st.bytes));
     if st.unknown_nodes > 0 {
-        let _ = writeln!(s, "  ({} nodes with symbolic shapes not counted)", st.unknown_nodes);
+        let _ = writeln!(
+            s,
+            "  ({} nodes with symbolic shapes not counted; bind the input dimensions with --dim NAME=N)",
+            st.unknown_nodes
+        );
     }
     s
 }

@@ -48,6 +48,8 @@ inputs with an initializer skipped) or one <input name>.npy per input. --out DIR
         /// Write each output to DIR/<output name>.npy instead of printing a summary.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        dims: DimArgs,
     },
     /// Print the model at a stage of the pipeline.
     #[command(after_help = "Examples:\n  \
@@ -66,10 +68,42 @@ constants parses back to the same graph (kiln run model.kir).")]
         /// Print every constant in full (lossless), so the dump can be parsed back.
         #[arg(long)]
         full_constants: bool,
+        #[command(flatten)]
+        dims: DimArgs,
     },
     /// Summarise a model: inputs, outputs, op histogram, parameters, FLOPs and bytes.
-    #[command(after_help = "Example:\n  kiln info model.onnx")]
-    Info { model: PathBuf },
+    #[command(after_help = "Examples:\n  kiln info model.onnx\n  kiln info model.onnx --dim batch=1 --dim sequence=128\n\n\
+FLOPs and bytes are counted only for nodes whose shapes are static: bind a model's symbolic \
+input dimensions with --dim to count them all.")]
+    Info {
+        model: PathBuf,
+        #[command(flatten)]
+        dims: DimArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct DimArgs {
+    /// Give a symbolic input dimension (ONNX dim_param) a value, as NAME=N; repeatable.
+    #[arg(long = "dim", value_name = "NAME=N", value_parser = parse_dim)]
+    dim: Vec<(String, usize)>,
+}
+
+impl DimArgs {
+    fn load(&self, model: &std::path::Path) -> Result<kiln::ir::Graph> {
+        let opts = kiln::frontend::ImportOptions { dims: self.dim.iter().cloned().collect() };
+        kiln::load_model_with(model, &opts)
+    }
+}
+
+fn parse_dim(s: &str) -> std::result::Result<(String, usize), String> {
+    match s.split_once('=') {
+        Some((name, n)) if !name.is_empty() => n
+            .parse::<usize>()
+            .map(|n| (name.to_string(), n))
+            .map_err(|_| format!("expected NAME=N with N a non-negative integer, got `{s}`")),
+        _ => Err(format!("expected NAME=N, got `{s}`")),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -127,8 +161,8 @@ fn write_text(text: &str, output: Option<&PathBuf>) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { model, backend: Backend::Interp, inputs, input, out } => {
-            let g = kiln::load_model(&model)?;
+        Command::Run { model, backend: Backend::Interp, inputs, input, out, dims } => {
+            let g = dims.load(&model)?;
             let xs = io::collect_inputs(&g, inputs.as_deref(), &input)?;
             let ys = kiln::ir::interp::run(&g, &xs)?;
             match out {
@@ -145,7 +179,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Dump { model, stage, output, full_constants } => {
+        Command::Dump { model, stage, output, full_constants, dims } => {
             let text = match stage {
                 Stage::Onnx => {
                     if kiln::ModelFormat::of(&model) != kiln::ModelFormat::Onnx {
@@ -157,7 +191,7 @@ fn run(cli: Cli) -> Result<()> {
                     kiln::frontend::dump_onnx_file(&model)?
                 }
                 Stage::Graph => {
-                    let g = kiln::load_model(&model)?;
+                    let g = dims.load(&model)?;
                     let opts = if full_constants {
                         kiln::ir::text::PrintOptions::lossless()
                     } else {
@@ -168,8 +202,8 @@ fn run(cli: Cli) -> Result<()> {
             };
             write_text(&text, output.as_ref())
         }
-        Command::Info { model } => {
-            let g = kiln::load_model(&model)?;
+        Command::Info { model, dims } => {
+            let g = dims.load(&model)?;
             print!("{}", kiln::info(&g));
             Ok(())
         }

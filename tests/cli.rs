@@ -216,3 +216,24 @@ fn help_documents_the_flags() {
         assert!(s.contains(f), "dump --help lacks {f}");
     }
 }
+
+#[test]
+fn dims_can_be_bound_to_count_flops() {
+    let m = example().join("model.onnx");
+    let o = kiln(&["info", m.to_str().unwrap()]);
+    assert!(stdout(&o).contains("symbolic shapes not counted"), "{}", stdout(&o));
+    let o = kiln(&["info", m.to_str().unwrap(), "--dim", "batch=1", "--dim", "sequence=8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(s.contains("input_ids: i64[1,8]"), "{s}");
+    assert!(!s.contains("not counted"), "{s}");
+    assert!(!s.contains("flops: 0 "), "{s}");
+    // the bound model still runs, and a wrong binding is caught at the input
+    let data = example().join("test_data_set_0");
+    let o = kiln(&["run", m.to_str().unwrap(), "--dim", "batch=1", "--dim", "sequence=8", "--inputs", data.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = kiln(&["run", m.to_str().unwrap(), "--dim", "batch=2", "--inputs", data.to_str().unwrap()]);
+    assert_fails_with(&o, &["input_ids", "[1,8]"]);
+    // a misspelt dimension lists the real ones
+    assert_fails_with(&kiln(&["info", m.to_str().unwrap(), "--dim", "batsh=1"]), &["batsh", "batch, sequence"]);
+}

@@ -29,59 +29,125 @@ use kiln_ir::interp::eval_op;
 use kiln_ir::{Attr, Attrs, Graph, Op, OpClass, Tensor, TensorType, ValueId};
 use prost::Message;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::path::Path;
 
 /// Values with at most this many elements are propagated through nodes
 /// whose operands are all known.
 const FOLD_LIMIT: usize = 4096;
 
+/// How to import a model.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// Values for named symbolic dimensions of the graph inputs (ONNX
+    /// `dim_param`, or the generated `<input>_dim<i>` name of a dimension with
+    /// neither value nor name). Binding them makes every shape that depends on
+    /// them static. Naming a dimension no input has is an error.
+    pub dims: BTreeMap<String, usize>,
+}
+
 /// Imports an ONNX model file. External data is read relative to its directory.
 pub fn import_file(path: &Path) -> Result<Graph> {
+    import_file_with(path, &ImportOptions::default())
+}
+
+/// [`import_file`] with options.
+pub fn import_file_with(path: &Path, opts: &ImportOptions) -> Result<Graph> {
     let file = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| FrontendError::Io {
         file: file.clone(),
         source,
     })?;
-    import_bytes(&bytes, path.parent(), &file)
+    import_bytes_with(&bytes, path.parent(), &file, opts)
 }
 
 /// Imports an ONNX model from bytes. `base_dir` is where external data files
 /// are looked up (none: a model with external data is an error); `file_label`
 /// names the model in errors.
 pub fn import_bytes(bytes: &[u8], base_dir: Option<&Path>, file_label: &str) -> Result<Graph> {
-    let model = ModelProto::decode(bytes).map_err(|e| FrontendError::Decode {
+    import_bytes_with(bytes, base_dir, file_label, &ImportOptions::default())
+}
+
+/// [`import_bytes`] with options.
+pub fn import_bytes_with(
+    bytes: &[u8],
+    base_dir: Option<&Path>,
+    file_label: &str,
+    opts: &ImportOptions,
+) -> Result<Graph> {
+    let mut model = ModelProto::decode(bytes).map_err(|e| FrontendError::Decode {
         file: file_label.to_string(),
         what: "model",
         msg: e.to_string(),
     })?;
+    if !opts.dims.is_empty() {
+        bind_dims(&mut model, &opts.dims, file_label)?;
+    }
     import_model(&model, base_dir, file_label)
 }
 
-/// The default-domain opset a model imports.
-pub(crate) fn default_opset(model: &ModelProto, file: &str) -> Result<i64> {
-    let model_err = |msg: String| FrontendError::Model {
-        file: file.to_string(),
-        msg,
-    };
+/// Replaces the named symbolic dimensions of the graph inputs by values.
+fn bind_dims(model: &mut ModelProto, dims: &BTreeMap<String, usize>, file: &str) -> Result<()> {
+    use crate::proto::onnx::tensor_shape_proto::dimension::Value as DimValue;
+    use crate::proto::onnx::type_proto::Value as TypeValue;
+    let mut used: HashSet<&str> = HashSet::new();
+    let mut seen: Vec<String> = Vec::new();
+    let Some(g) = model.graph.as_mut() else { return Ok(()) };
+    for vi in &mut g.input {
+        let input = vi.name().to_string();
+        let Some(TypeValue::TensorType(tt)) = vi.r#type.as_mut().and_then(|t| t.value.as_mut()) else {
+            continue;
+        };
+        let Some(shape) = tt.shape.as_mut() else { continue };
+        for (i, d) in shape.dim.iter_mut().enumerate() {
+            let name = match &d.value {
+                Some(DimValue::DimParam(p)) if !p.is_empty() => p.clone(),
+                Some(DimValue::DimValue(_)) => continue,
+                _ => crate::types::generated_dim_name(&input, i),
+            };
+            match dims.get_key_value(&name) {
+                Some((k, &n)) => {
+                    used.insert(k.as_str());
+                    d.value = Some(DimValue::DimValue(n as i64));
+                }
+                None => seen.push(name),
+            }
+        }
+    }
+    if let Some(unused) = dims.keys().find(|k| !used.contains(k.as_str())) {
+        seen.sort();
+        seen.dedup();
+        let msg = if seen.is_empty() {
+            "the model's inputs have no symbolic dimensions".to_string()
+        } else {
+            format!("its symbolic input dimensions are {}", seen.join(", "))
+        };
+        return Err(FrontendError::Model {
+            file: file.to_string(),
+            msg: format!("no graph input has a dimension named `{unused}`; {msg}"),
+        });
+    }
+    Ok(())
+}
+
+/// The default-domain opset a model imports, if it imports one; one outside
+/// kiln's range is an error.
+fn default_opset(model: &ModelProto, file: &str) -> Result<Option<i64>> {
     let opset = model
         .opset_import
         .iter()
         .filter(|o| is_default_domain(o.domain()))
         .map(|o| o.version())
-        .max()
-        .ok_or_else(|| {
-            model_err(format!(
-                "the model imports no opset of the default ONNX domain (IR version {}); kiln supports opsets {MIN_OPSET} to {MAX_OPSET}",
-                model.ir_version()
-            ))
-        })?;
-    if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
-        return Err(model_err(format!(
-            "unsupported opset {opset} of the default ONNX domain; kiln supports opsets {MIN_OPSET} to {MAX_OPSET}"
-        )));
+        .max();
+    match opset {
+        Some(v) if !(MIN_OPSET..=MAX_OPSET).contains(&v) => Err(FrontendError::Model {
+            file: file.to_string(),
+            msg: format!(
+                "unsupported opset {v} of the default ONNX domain; kiln supports opsets {MIN_OPSET} to {MAX_OPSET}"
+            ),
+        }),
+        _ => Ok(opset),
     }
-    Ok(opset)
 }
 
 pub(crate) fn is_default_domain(d: &str) -> bool {
@@ -94,6 +160,21 @@ fn import_model(model: &ModelProto, base_dir: Option<&Path>, file: &str) -> Resu
         file: file.to_string(),
         msg: "the model has no graph".into(),
     })?;
+    let opset = match opset {
+        Some(v) => v,
+        // Without default-domain nodes the opset is never read; nodes of other
+        // domains fail below with an error naming them.
+        None if g.node.iter().all(|n| !is_default_domain(n.domain())) => MAX_OPSET,
+        None => {
+            return Err(FrontendError::Model {
+                file: file.to_string(),
+                msg: format!(
+                    "the model imports no opset of the default ONNX domain (IR version {}); kiln supports opsets {MIN_OPSET} to {MAX_OPSET}",
+                    model.ir_version()
+                ),
+            })
+        }
+    };
     let graph_name = match g.name() {
         "" => Path::new(file)
             .file_stem()

@@ -28,7 +28,7 @@ mod types;
 
 pub use dump::{dump_onnx_bytes, dump_onnx_file};
 pub use error::{FrontendError, Result};
-pub use import::{import_bytes, import_file};
+pub use import::{import_bytes, import_bytes_with, import_file, import_file_with, ImportOptions};
 pub use tensor::{read_tensor_pb, tensor_from_proto, tensor_to_proto, write_tensor_pb};
 
 /// The oldest default-domain opset kiln imports.

@@ -56,7 +56,7 @@ pub(crate) fn input_type(vi: &ValueInfoProto) -> Result<TensorType, String> {
 const MAX_ELEMENTS: usize = 1 << 48;
 
 /// The name given to a dimension the model leaves unnamed.
-fn generated_dim_name(value: &str, axis: usize) -> String {
+pub(crate) fn generated_dim_name(value: &str, axis: usize) -> String {
     let base: String = value
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })

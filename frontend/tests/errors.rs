@@ -202,6 +202,15 @@ fn opsets_out_of_range_are_rejected() {
         e.contains("imports no opset of the default ONNX domain"),
         "{e}"
     );
+    // a model of another domain only: the node is what is unsupported
+    let mut n = named(node("Binarizer", &["x"], &["y"], vec![]), "bin");
+    n.domain = Some("ai.onnx.ml".into());
+    m.graph = Some(graph(vec![n], vec![f32s("x", &[2])], vec![], vec![]));
+    let e = import_err(&m);
+    assert!(
+        e.contains("node \"bin\" (op Binarizer, domain \"ai.onnx.ml\"): unsupported op"),
+        "{e}"
+    );
     // "ai.onnx" is the default domain too
     m.opset_import = vec![OperatorSetIdProto {
         domain: Some("ai.onnx".into()),

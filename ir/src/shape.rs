@@ -63,9 +63,10 @@ impl Shape {
         self.0.iter().all(|d| matches!(d, Dim::Fixed(_)))
     }
 
-    /// Number of elements, if static.
+    /// Number of elements, if static and representable (`None` for a
+    /// symbolic shape or one whose element count overflows `usize`).
     pub fn numel(&self) -> Option<usize> {
-        self.fixed().map(|d| d.iter().product())
+        self.fixed()?.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
     }
 }
 

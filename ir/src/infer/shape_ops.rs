@@ -10,7 +10,7 @@ pub(crate) fn infer(
     op: Op,
     attrs: &Attrs,
     inputs: &[Option<Operand>],
-    n_outputs: usize,
+    _n_outputs: usize,
 ) -> Result<Vec<TensorType>> {
     let x = operand(op, inputs, 0)?;
     let out = match op {
@@ -31,17 +31,23 @@ pub(crate) fn infer(
             ty(dtype, Shape(dims))
         }
         Op::Range => {
+            let types: Vec<DType> = (0..3)
+                .map(|i| operand(op, inputs, i).map(|o| o.ty.dtype))
+                .collect::<Result<_>>()?;
+            if types.iter().any(|&d| d != types[0]) {
+                return Err(Error::invalid(format!(
+                    "{op}: start, limit and delta must share a type, found {}, {}, {}",
+                    types[0], types[1], types[2]
+                )));
+            }
             let known: Option<Vec<&crate::Tensor>> = (0..3)
                 .map(|i| operand(op, inputs, i).map(|o| o.value))
                 .collect::<Result<_>>()?;
             match known {
-                // The length depends on the values (and their type's arithmetic): compute it.
+                // The length depends on the values: compute it without building the range.
                 Some(v) => {
-                    let args: Vec<Option<&crate::Tensor>> = v.into_iter().map(Some).collect();
-                    let t = shape_ops::eval(op, attrs, &args, n_outputs)?;
-                    t.first()
-                        .map(|t| t.ty())
-                        .ok_or_else(|| Error::invalid("Range: no output"))?
+                    let n = shape_ops::range_len_of(v[0], v[1], v[2])?;
+                    ty(x.ty.dtype, Shape(vec![Dim::Fixed(n)]))
                 }
                 None => ty(x.ty.dtype, Shape(vec![unknown_dim(op)])),
             }
@@ -113,6 +119,10 @@ mod tests {
         ];
         let out = infer(Op::Range, &Attrs::new(), &ins, 1).unwrap();
         assert_eq!(out[0], TensorType::new(DType::I64, vec![4]));
+        // a huge range is an error, found without building it
+        let big = Tensor::scalar(i64::MAX);
+        let huge = [ins[0], Some(Operand { ty: &td, value: Some(&big) }), ins[2]];
+        assert!(infer(Op::Range, &Attrs::new(), &huge, 1).is_err());
         let shape = Tensor::from_vec(vec![2], vec![2i64, 5]).unwrap();
         let st = shape.ty();
         let ins = [Some(Operand {

@@ -179,6 +179,43 @@ fn range(attrs: &Attrs, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
     Tensor::new(vec![data.len()], data)
 }
 
+/// The number of elements `Range(start, limit, delta)` produces, computed
+/// from the scalars alone (so inference never materialises the range): the
+/// same arithmetic as [`range`], exact for integers, `ceil((limit - start) / delta)`
+/// for floats. Errors as `range` does (zero delta, non-finite values, too many elements).
+pub(crate) fn range_len_of(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<usize> {
+    let op = Op::Range;
+    let one = |t: &Tensor, what: &str| -> Result<f64> {
+        match t.to_f64_vec().as_slice() {
+            [x] => Ok(*x),
+            _ => Err(Error::invalid(format!("{op}: {what} must be a scalar, found {}", t.ty()))),
+        }
+    };
+    if start.dtype().is_int() {
+        let int = |t: &Tensor, what: &str| -> Result<i128> {
+            match t.to_i64_vec()?.as_slice() {
+                [x] if t.dtype() == DType::U64 => Ok(*x as u64 as i128),
+                [x] => Ok(*x as i128),
+                _ => Err(Error::invalid(format!("{op}: {what} must be a scalar, found {}", t.ty()))),
+            }
+        };
+        let (s, l, d) = (int(start, "start")?, int(limit, "limit")?, int(delta, "delta")?);
+        if d == 0 {
+            return Err(Error::invalid(format!("{op}: delta must not be zero")));
+        }
+        let diff = l - s;
+        let n = if d > 0 { (diff + d - 1).div_euclid(d) } else { (-diff - d - 1).div_euclid(-d) };
+        return range_len(n.max(0) as f64);
+    }
+    let (s, l, d) = (one(start, "start")?, one(limit, "limit")?, one(delta, "delta")?);
+    if d == 0.0 || !d.is_finite() || !s.is_finite() || !l.is_finite() {
+        return Err(Error::invalid(format!(
+            "{op}: start {s}, limit {l} and delta {d} must be finite, delta non-zero"
+        )));
+    }
+    range_len(((l - s) / d).ceil().max(0.0))
+}
+
 /// Largest tensor Range and ConstantOfShape will build.
 const MAX_RANGE: f64 = super::movement::MAX_ELEMENTS as f64;
 
