@@ -17,6 +17,8 @@ Models (random weights, fixed seeds):
                     real widths at a reduced 64x64 resolution so the test stays quick.
   minilm            bert_torchscript at MiniLM-L6 size (6 layers, hidden 384, 12 heads,
                     seq 128; vocabulary cut to 1000 rows to keep the file small).
+  qdq               a QDQ-quantized CNN + classifier (uint8 activations, per-channel int8
+                    Conv weights, per-tensor int8 MatMul weights).
   tiny_bert         a 2-layer, hidden-32 bert_torchscript: the README's example.
 
 Usage: make_models.py OUT [names...]
@@ -242,6 +244,54 @@ def resnet50(res=64, classes=1000, seed=0, blocks=(3, 4, 6, 3), widths=(64, 128,
     return model, [x]
 
 
+# ---------------------------------------------------------------- QDQ-quantized CNN + MLP
+
+def qdq(seed=0, res=16):
+    """A statically quantized model in the QDQ form PyTorch's quantization flow and
+    onnxruntime's quantizer export: uint8 activations (per-tensor scale and zero point),
+    int8 weights quantized per output channel (axis 0) for Conv and per tensor for
+    MatMul, int32 biases, each float op wrapped in DequantizeLinear ... QuantizeLinear."""
+    b = Builder(seed)
+
+    def q(x, scale, zp, pfx):
+        s, z = b.const(np.float32(scale)), b.const(np.uint8(zp))
+        y = b.op("QuantizeLinear", [x, s, z], name=f"{pfx}/QuantizeLinear")
+        return b.op("DequantizeLinear", [y, s, z], name=f"{pfx}/DequantizeLinear")
+
+    def qweight(w, axis, pfx):
+        if axis is None:
+            scale = np.float32(np.abs(w).max() / 127)
+        else:
+            scale = (np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127).astype(np.float32)
+        wq = np.clip(np.round(w / (scale if axis is None else scale.reshape(-1, *[1] * (w.ndim - 1)))), -127, 127).astype(np.int8)
+        zp = np.zeros_like(scale, dtype=np.int8)
+        attrs = {} if axis is None else {"axis": axis}
+        return b.op("DequantizeLinear", [b.const(wq), b.const(scale), b.const(zp)], name=f"{pfx}/w/DequantizeLinear", **attrs)
+
+    x = q("input", 0.02, 128, "/input")
+    cin = 3
+    for i, cout in enumerate([8, 16]):
+        w = (b.rng.standard_normal((cout, cin, 3, 3)) * np.sqrt(2.0 / (cin * 9))).astype(np.float32)
+        y = b.op("Conv", [x, qweight(w, 0, f"/conv{i}"), b.const((0.05 * b.rng.standard_normal(cout)).astype(np.float32))],
+                 kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2], name=f"/conv{i}/Conv")
+        y = b.op("Relu", [y], name=f"/conv{i}/Relu")
+        x = q(y, 0.03, 0, f"/conv{i}/out")
+        cin = cout
+    x = b.op("GlobalAveragePool", [x], name="/pool")
+    x = b.op("Flatten", [x], axis=1, name="/flatten")
+    x = q(x, 0.02, 0, "/flat")
+    w = (b.rng.standard_normal((cin, 10)) / np.sqrt(cin)).astype(np.float32)
+    y = b.op("MatMul", [x, qweight(w, None, "/fc")], name="/fc/MatMul")
+    y = b.op("Add", [y, b.const((0.05 * b.rng.standard_normal(10)).astype(np.float32))], name="/fc/Add")
+    yq = q(y, 0.01, 128, "/logits")
+    b.nodes.append(helper.make_node("Identity", [yq], ["logits"], name="/out"))
+    g = helper.make_graph(b.nodes, "qdq", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, res, res])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], b.inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="kiln make_models.py", ir_version=8)
+    x = np.random.default_rng(seed + 1).uniform(-1, 1, (1, 3, res, res)).astype(np.float32)
+    return model, [x]
+
+
 # ---------------------------------------------------------------- small cases for error tests
 
 def ext_data():
@@ -279,6 +329,7 @@ MODELS = {
     "bert_dynamo": lambda: bert("dynamo", layers=2, hidden=64, heads=4, seq=16),
     "minilm": lambda: bert("torchscript", layers=6, hidden=384, heads=12, seq=128, vocab=1000, seed=3),
     "resnet50": lambda: resnet50(),
+    "qdq": lambda: qdq(),
     "tiny_bert": lambda: bert("torchscript", layers=2, hidden=32, heads=2, seq=8, vocab=50, seed=7),
 }
 
@@ -299,6 +350,9 @@ def write_case(out_dir, model, inputs):
         raise SystemExit("onnxruntime is needed for reference outputs (scripts/setup-python.sh)")
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
+    # op-by-op reference: no fusion (onnxruntime would turn QDQ pairs into integer kernels
+    # whose rounding differs from the ONNX definition kiln follows)
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     outs = sess.run(None, dict(zip(names, inputs)))
     for i, (o, v) in enumerate(zip(model.graph.output, outs)):

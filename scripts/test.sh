@@ -20,4 +20,4 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-cargo test --workspace
+cargo test --workspace -- --nocapture

@@ -1,6 +1,7 @@
 //! End to end: models in the forms PyTorch's exporters produce and a
 //! ResNet-50-class CNN, run through `kiln run`, against onnxruntime's outputs
-//! (made by scripts/make_models.py), plus the text-IR round trip on each.
+//! (made by scripts/make_models.py), a QDQ-quantized model, plus the text-IR
+//! round trip on each.
 
 mod common;
 use common::*;
@@ -60,4 +61,9 @@ fn resnet50_matches_onnxruntime() {
 #[test]
 fn external_data_is_read() {
     check_model("ext_data");
+}
+
+#[test]
+fn qdq_quantized_model_matches_onnxruntime() {
+    check_model("qdq");
 }

@@ -59,6 +59,15 @@ pub(super) fn gather_elements(attrs: &Attrs, inputs: &[Option<&Tensor>]) -> Resu
     let x = input(op, inputs, 0)?;
     let ind = input(op, inputs, 1)?;
     let axis = norm_axis(op, attrs.int_or("axis", 0)?, x.rank())?;
+    let idx = element_indices(op, x, ind, axis)?;
+    Tensor::new(ind.shape().to_vec(), take(x.data(), &idx))
+}
+
+/// GatherElements' and ScatterElements' addressing: for each element of
+/// `ind` (same rank as `x`, no larger off `axis`), the flat index into `x` of
+/// the element at the same coordinates with the `axis` coordinate replaced by
+/// the index value (negative values count from the end).
+pub(super) fn element_indices(op: Op, x: &Tensor, ind: &Tensor, axis: usize) -> Result<Vec<usize>> {
     let ok = ind.rank() == x.rank()
         && ind
             .shape()
@@ -91,7 +100,7 @@ pub(super) fn gather_elements(attrs: &Attrs, inputs: &[Option<&Tensor>]) -> Resu
     for (p, i) in idx.iter_mut().zip(ints_of(op, ind, "indices")?) {
         *p += resolve_index(op, i, dim)? * st[axis];
     }
-    Tensor::new(ind.shape().to_vec(), take(x.data(), &idx))
+    Ok(idx)
 }
 
 pub(super) fn gather_nd(attrs: &Attrs, inputs: &[Option<&Tensor>]) -> Result<Tensor> {

@@ -135,40 +135,14 @@ pub(super) fn scatter_elements(attrs: &Attrs, inputs: &[Option<&Tensor>]) -> Res
     let upd = input(op, inputs, 2)?;
     let axis = norm_axis(op, attrs.int_or("axis", 0)?, x.rank())?;
     let red = reduction(op, attrs)?;
-    let ok = ind.shape() == upd.shape()
-        && ind.rank() == x.rank()
-        && ind
-            .shape()
-            .iter()
-            .zip(x.shape())
-            .enumerate()
-            .all(|(k, (i, d))| k == axis || i <= d);
-    if !ok {
+    if ind.shape() != upd.shape() {
         return Err(Error::invalid(format!(
-            "{op}: indices {} and updates {} do not fit data {} on axis {axis}",
+            "{op}: indices {} and updates {} must have the same shape",
             ind.ty(),
-            upd.ty(),
-            x.ty()
+            upd.ty()
         )));
     }
-    let st = strides(x.shape());
-    let tables: Vec<Vec<usize>> = ind
-        .shape()
-        .iter()
-        .enumerate()
-        .map(|(k, &n)| {
-            if k == axis {
-                vec![0; n]
-            } else {
-                (0..n).map(|c| c * st[k]).collect()
-            }
-        })
-        .collect();
-    let mut dst = super::index_product(&tables);
-    let dim = x.shape()[axis];
-    for (p, i) in dst.iter_mut().zip(ints_of(op, ind, "indices")?) {
-        *p += resolve_index(op, i, dim)? * st[axis];
-    }
+    let dst = super::gather::element_indices(op, x, ind, axis)?;
     scatter(op, x, &dst, upd, red)
 }
 
