@@ -23,7 +23,7 @@ mod reduce;
 mod shape_ops;
 pub mod util;
 
-use crate::{Attrs, Dim, Op, OpClass, Result, Tensor, TensorType};
+use crate::{Attrs, Dim, Error, Op, OpClass, Result, Tensor, TensorType};
 
 /// What inference knows about one operand.
 #[derive(Clone, Copy, Debug)]
@@ -41,6 +41,7 @@ pub fn infer_op(
     inputs: &[Option<Operand>],
     n_outputs: usize,
 ) -> Result<Vec<TensorType>> {
+    check_arity(op, inputs, n_outputs)?;
     match op.class() {
         OpClass::Elementwise => elementwise::infer(op, attrs, inputs, n_outputs),
         OpClass::Reduction => reduce::infer(op, attrs, inputs, n_outputs),
@@ -54,6 +55,37 @@ pub fn infer_op(
         OpClass::Attention => attention::infer(op, attrs, inputs, n_outputs),
         OpClass::Misc => misc::infer(op, attrs, inputs, n_outputs),
     }
+}
+
+/// The op's input and output counts, from [`crate::verify::arity`] (ONNX's
+/// schemas): too many operands, a missing required one, or an output count
+/// out of range is an error, checked here once for every op.
+fn check_arity(op: Op, inputs: &[Option<Operand>], n_outputs: usize) -> Result<()> {
+    let a = crate::verify::arity(op);
+    if let Some(max) = a.max_inputs {
+        if inputs.len() > max {
+            return Err(Error::invalid(format!(
+                "{op} takes at most {max} inputs, but the node has {}",
+                inputs.len()
+            )));
+        }
+    }
+    let required = if a.max_inputs.is_none() { inputs.len().max(a.min_inputs) } else { a.min_inputs };
+    if let Some(i) = (0..required).find(|&i| inputs.get(i).is_none_or(Option::is_none)) {
+        return Err(Error::invalid(format!("{op} needs input {i}, which is missing")));
+    }
+    let max_out = a.max_outputs.unwrap_or(usize::MAX);
+    if n_outputs < a.min_outputs || n_outputs > max_out {
+        let range = match a.max_outputs {
+            Some(m) if m == a.min_outputs => format!("{m}"),
+            Some(m) => format!("{} to {m}", a.min_outputs),
+            None => format!("at least {}", a.min_outputs),
+        };
+        return Err(Error::invalid(format!(
+            "{op} has {range} output(s), but the node asks for {n_outputs}"
+        )));
+    }
+    Ok(())
 }
 
 /// A fresh unknown dimension produced by `op`.

@@ -17,13 +17,8 @@ pub(crate) fn infer(
     op: Op,
     attrs: &Attrs,
     inputs: &[Option<Operand>],
-    n_outputs: usize,
+    _n_outputs: usize,
 ) -> Result<Vec<TensorType>> {
-    if n_outputs != 1 {
-        return Err(Error::invalid(format!(
-            "{op} has one output, but the node asks for {n_outputs}"
-        )));
-    }
     let x = operand(op, inputs, 0)?.ty;
     let max_inputs = if matches!(op, Op::ArgMax | Op::ArgMin) {
         1
