@@ -450,7 +450,7 @@ fn is_identity(ax: &Axis) -> bool {
         && ax.out_len == ax.in_len
         && ax
             .roi
-            .map_or(true, |(r0, r1)| close(r0, 0.0) && close(r1, 1.0))
+            .is_none_or(|(r0, r1)| close(r0, 0.0) && close(r1, 1.0))
 }
 
 /// Nearest mode: a pure selection, so one index map over all axes.
@@ -514,7 +514,7 @@ fn interpolate(
             let src = &cur[o * ax.in_len * inner..(o + 1) * ax.in_len * inner];
             for t in &taps {
                 match t {
-                    None => next.extend(std::iter::repeat(extrapolation).take(inner)),
+                    None => next.extend(std::iter::repeat_n(extrapolation, inner)),
                     Some(t) => {
                         let row = next.len();
                         next.resize(row + inner, 0.0);

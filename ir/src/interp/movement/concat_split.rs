@@ -64,7 +64,7 @@ pub(crate) fn split_sizes(
     if n == 0 {
         return Err(Error::invalid(format!("{op}: needs at least one output")));
     }
-    if dim % n == 0 {
+    if dim.is_multiple_of(n) {
         return Ok(vec![dim / n; n]);
     }
     let chunk = dim / n + 1;

@@ -92,7 +92,7 @@ pub(crate) fn reshape_dims(input: &[Dim], spec: &[i64], allowzero: bool) -> Resu
             out[k] = if out_unmatched {
                 unknown_dim(op)
             } else if in_syms.is_empty() {
-                if out_fixed == 0 || in_fixed % out_fixed != 0 {
+                if out_fixed == 0 || !in_fixed.is_multiple_of(out_fixed) {
                     return Err(mismatch());
                 }
                 Dim::Fixed((in_fixed / out_fixed) as usize)
