@@ -51,6 +51,8 @@ pub enum Error {
     Ir(#[from] kiln_ir::Error),
     #[error(transparent)]
     Frontend(#[from] kiln_frontend::FrontendError),
+    #[error(transparent)]
+    Pass(#[from] kiln_passes::PassError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -54,12 +54,13 @@ inputs with an initializer skipped) or one <input name>.npy per input. --out DIR
     /// Print the model at a stage of the pipeline.
     #[command(after_help = "Examples:\n  \
 kiln dump model.onnx --stage onnx\n  \
-kiln dump model.onnx --stage graph -o model.kir --full-constants\n\n\
+kiln dump model.onnx --stage graph -o model.kir --full-constants\n  \
+kiln dump model.onnx --stage simplified --dim batch=1 --dim sequence=128\n\n\
 Large constants are elided in dumps unless --full-constants is given; a dump with full \
 constants parses back to the same graph (kiln run model.kir).")]
     Dump {
         model: PathBuf,
-        /// onnx: the ONNX protobuf as read; graph: kiln's graph IR (.kir text).
+        /// Which stage to print.
         #[arg(long, value_enum, default_value_t = Stage::Graph)]
         stage: Stage,
         /// Write to FILE instead of standard output.
@@ -114,8 +115,12 @@ enum Backend {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Stage {
+    /// The ONNX protobuf as read.
     Onnx,
+    /// kiln's graph IR as imported.
     Graph,
+    /// The graph IR after the classic passes (constant folding, CSE, dead-node elimination).
+    Simplified,
 }
 
 fn parse_pair(s: &str) -> std::result::Result<(String, PathBuf), String> {
@@ -190,8 +195,11 @@ fn run(cli: Cli) -> Result<()> {
                     }
                     kiln::frontend::dump_onnx_file(&model)?
                 }
-                Stage::Graph => {
-                    let g = dims.load(&model)?;
+                Stage::Graph | Stage::Simplified => {
+                    let mut g = dims.load(&model)?;
+                    if matches!(stage, Stage::Simplified) {
+                        kiln::passes::simplify(&mut g)?;
+                    }
                     let opts = if full_constants {
                         kiln::ir::text::PrintOptions::lossless()
                     } else {

@@ -237,3 +237,20 @@ fn dims_can_be_bound_to_count_flops() {
     // a misspelt dimension lists the real ones
     assert_fails_with(&kiln(&["info", m.to_str().unwrap(), "--dim", "batsh=1"]), &["batsh", "batch, sequence"]);
 }
+
+#[test]
+fn simplified_dump_folds_shape_arithmetic_and_still_runs() {
+    let dir = temp_dir("simplified");
+    let m = example().join("model.onnx");
+    let kir = dir.join("s.kir");
+    let dims = ["--dim", "batch=1", "--dim", "sequence=8"];
+    let o = kiln(&[&["dump", m.to_str().unwrap(), "--stage", "simplified", "--full-constants", "-o", kir.to_str().unwrap()][..], &dims].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&kir).unwrap();
+    assert!(!text.contains("= Shape("), "shape arithmetic should be folded:\n{text}");
+    let data = example().join("test_data_set_0");
+    let a = kiln(&["run", m.to_str().unwrap(), "--inputs", data.to_str().unwrap()]);
+    let b = kiln(&["run", kir.to_str().unwrap(), "--inputs", data.to_str().unwrap()]);
+    assert!(b.status.success(), "{}", stderr(&b));
+    assert_eq!(stdout(&a), stdout(&b));
+}

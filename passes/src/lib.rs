@@ -1,9 +1,30 @@
 //! # kiln-passes
 //!
 //! Graph passes and analyses, one per file. Each file's doc comment says what
-//! it requires and what it establishes.
+//! it does, what it deliberately does not do, what it requires and what it
+//! establishes.
 //!
+//! - [`patch`]: the graph-edit API every pass uses ([`patch::Editor`],
+//!   [`patch::compact`]);
+//! - [`const_fold`]: evaluates nodes whose operands are constants, and
+//!   Shape/Size of static shapes;
+//! - [`reinfer`]: re-runs shape and dtype inference, filling in `?` dimensions;
+//! - [`cse`]: merges identical constants and identical nodes;
+//! - [`dce`]: deletes nodes that no graph output depends on;
+//! - [`pipeline`]: [`simplify`], the passes above in a fixed order to a fixed point;
 //! - [`stats`]: per-node FLOP and memory-traffic estimates (an analysis; it
 //!   changes nothing).
 
+pub mod const_fold;
+pub mod cse;
+pub mod dce;
+pub mod error;
+pub mod patch;
+pub mod pipeline;
+pub mod reinfer;
 pub mod stats;
+#[cfg(test)]
+mod testutil;
+
+pub use error::{PassError, Result};
+pub use pipeline::{simplify, Report};
