@@ -11,7 +11,12 @@
 //! - f16 and bf16 compute in f32 and round the result to the storage type once
 //!   per op (so a reduction accumulates in f32).
 //! - Integer arithmetic wraps (two's complement); integer division truncates
-//!   toward zero. Integer MatMul (MatMulInteger, QLinearMatMul) accumulates in i32.
+//!   toward zero, and integer division or modulo by zero is an error. Integer
+//!   MatMul (MatMulInteger, QLinearMatMul, ConvInteger) accumulates in i32.
+//! - Float-to-integer Cast truncates toward zero and saturates (NaN becomes 0).
+//! - Transcendentals Rust's `f32` lacks (erf, and Gelu through it) are computed
+//!   in f64 and rounded once.
+//! - Quantization rounds half to even and saturates to the target type.
 
 mod attention;
 mod conv;
