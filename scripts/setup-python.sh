@@ -17,7 +17,15 @@ python="${PYTHON:-python3}"
 log() { echo "setup-python: $*" >&2; }
 
 if [ ! -x "$venv/bin/python" ]; then
-    command -v "$python" >/dev/null || { log "error: $python not found; install Python 3.10+"; exit 1; }
+    if ! command -v "$python" >/dev/null; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            log "$python not found; installing python3 and python3-venv with apt-get"
+            export DEBIAN_FRONTEND=noninteractive
+            apt-get update >&2
+            apt-get install -y python3 python3-venv >&2
+        fi
+        command -v "$python" >/dev/null || { log "error: $python not found; install Python 3.10+"; exit 1; }
+    fi
     log "creating $venv"
     if ! "$python" -m venv "$venv" >&2; then
         rm -rf "$venv"
