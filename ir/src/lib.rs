@@ -9,7 +9,8 @@
 //! - [`text`]: the `.kir` printer and parser, which round-trip;
 //! - [`infer`]: shape and dtype inference per op;
 //! - [`interp`]: the reference interpreter, the oracle for every backend and rewrite;
-//! - [`npy`]: `.npy` reading and writing.
+//! - [`npy`]: `.npy` reading and writing;
+//! - [`target`]: [`TargetInfo`], compilation targets as plain data for cost models.
 
 pub mod attr;
 pub mod dtype;
@@ -20,6 +21,7 @@ pub mod interp;
 pub mod npy;
 pub mod op;
 pub mod shape;
+pub mod target;
 pub mod tensor;
 pub mod text;
 pub mod verify;
@@ -30,4 +32,5 @@ pub use error::{Error, Result};
 pub use graph::{Graph, Node, ValueId, ValueInfo};
 pub use op::{Op, OpClass};
 pub use shape::{Dim, Shape, TensorType};
+pub use target::TargetInfo;
 pub use tensor::{Data, Element, Tensor};

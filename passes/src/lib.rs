@@ -13,9 +13,11 @@
 //! - [`dce`]: deletes nodes that no graph output depends on;
 //! - [`pipeline`]: [`simplify`], the passes above in a fixed order to a fixed point;
 //! - [`stats`]: per-node FLOP and memory-traffic estimates (an analysis; it
-//!   changes nothing).
+//!   changes nothing);
+//! - [`cost`]: roofline time estimates per node and graph for a target (an analysis).
 
 pub mod const_fold;
+pub mod cost;
 pub mod cse;
 pub mod dce;
 pub mod error;
