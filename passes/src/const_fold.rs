@@ -44,7 +44,7 @@
 
 use crate::error::{PassError, Result};
 use crate::patch::Editor;
-use kiln_ir::infer::{infer_op, Operand};
+use kiln_ir::infer::infer_op;
 use kiln_ir::interp::eval_op;
 use kiln_ir::{Graph, Node, Op, Tensor, TensorType};
 
@@ -164,16 +164,7 @@ fn output_elems(ed: &Editor, node: &Node, inputs: &[Option<kiln_ir::ValueId>]) -
     if let Some(n) = total(node.outputs.iter().map(|&v| ed.ty(v))) {
         return Some(n);
     }
-    let operands: Vec<Option<Operand>> = inputs
-        .iter()
-        .map(|o| {
-            o.map(|v| Operand {
-                ty: ed.ty(v),
-                value: ed.konst(v),
-            })
-        })
-        .collect();
-    let tys = infer_op(node.op, &node.attrs, &operands, node.outputs.len()).ok()?;
+    let tys = infer_op(node.op, &node.attrs, &ed.operands(inputs), node.outputs.len()).ok()?;
     total(tys.iter())
 }
 

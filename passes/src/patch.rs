@@ -32,6 +32,7 @@
 //! order, and nodes keep their relative order.
 
 use crate::error::{PassError, Result};
+use kiln_ir::infer::Operand;
 use kiln_ir::{Attrs, Dim, Graph, Node, Op, Tensor, TensorType, ValueId};
 use std::collections::{HashMap, HashSet};
 
@@ -121,6 +122,12 @@ impl<'g> Editor<'g> {
     /// `v`'s value if it is a constant (or has been folded into one).
     pub fn konst(&self, v: ValueId) -> Option<&Tensor> {
         self.folded.get(&v).or_else(|| self.g.consts.get(&v))
+    }
+
+    /// What inference knows about each of `inputs`: its current type and, for
+    /// a constant, its value.
+    pub fn operands(&self, inputs: &[Option<ValueId>]) -> Vec<Option<Operand<'_>>> {
+        inputs.iter().map(|o| o.map(|v| Operand { ty: self.ty(v), value: self.konst(v) })).collect()
     }
 
     /// `v`'s type, with folding and [`Editor::set_type`] applied.

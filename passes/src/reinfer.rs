@@ -21,7 +21,7 @@
 
 use crate::error::{PassError, Result};
 use crate::patch::{is_unknown, Editor};
-use kiln_ir::infer::{infer_op, Operand};
+use kiln_ir::infer::infer_op;
 use kiln_ir::{Graph, Shape, TensorType};
 
 /// The pass's name, in errors and reports.
@@ -34,16 +34,7 @@ pub fn reinfer(g: &mut Graph) -> Result<usize> {
     for i in 0..ed.node_count() {
         let node = ed.node(i);
         let inputs = ed.inputs(i);
-        let operands: Vec<Option<Operand>> = inputs
-            .iter()
-            .map(|o| {
-                o.map(|v| Operand {
-                    ty: ed.ty(v),
-                    value: ed.konst(v),
-                })
-            })
-            .collect();
-        let tys = match infer_op(node.op, &node.attrs, &operands, node.outputs.len()) {
+        let tys = match infer_op(node.op, &node.attrs, &ed.operands(&inputs), node.outputs.len()) {
             Ok(tys) => tys,
             Err(kiln_ir::Error::Unsupported(_)) => continue,
             Err(e) => return Err(PassError::node(PASS, node, format!("inference fails: {e}"))),

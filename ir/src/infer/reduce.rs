@@ -10,6 +10,7 @@
 //! otherwise inference fails.
 
 use super::util::{operand, opt_operand, ty};
+use crate::interp::util::norm_axes;
 use super::{unknown_dim, Operand};
 use crate::{shape, Attrs, DType, Dim, Error, Op, Result, Shape, TensorType};
 
@@ -128,21 +129,6 @@ pub(crate) fn infer(
             Ok(vec![ty(x.dtype, out)])
         }
     }
-}
-
-/// Normalised axes; duplicates and out-of-range axes are errors.
-fn norm_axes(op: Op, axes: &[i64], rank: usize) -> Result<Vec<usize>> {
-    let mut out = Vec::with_capacity(axes.len());
-    for &a in axes {
-        let n = shape::normalize_axis(a, rank).ok_or_else(|| {
-            Error::invalid(format!("{op}: axis {a} is out of range for rank {rank}"))
-        })?;
-        if out.contains(&n) {
-            return Err(Error::invalid(format!("{op}: axis {a} is repeated")));
-        }
-        out.push(n);
-    }
-    Ok(out)
 }
 
 /// `s` with `axes` set to 1 (`keep`) or removed.
