@@ -13,13 +13,8 @@ pub(crate) fn infer(
     op: Op,
     attrs: &Attrs,
     inputs: &[Option<Operand>],
-    n_outputs: usize,
+    _n_outputs: usize,
 ) -> Result<Vec<TensorType>> {
-    if n_outputs != 1 {
-        return Err(Error::invalid(format!(
-            "{op} has one output but the node has {n_outputs}"
-        )));
-    }
     let out = match op {
         Op::MatMul => {
             let (a, b) = (operand(op, inputs, 0)?.ty, operand(op, inputs, 1)?.ty);

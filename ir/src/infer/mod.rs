@@ -60,7 +60,8 @@ pub fn infer_op(
 /// The op's input and output counts, from [`crate::verify::arity`] (ONNX's
 /// schemas): too many operands, a missing required one, or an output count
 /// out of range is an error, checked here once for every op.
-fn check_arity(op: Op, inputs: &[Option<Operand>], n_outputs: usize) -> Result<()> {
+/// The interpreter calls it too, so both see the same rule.
+pub(crate) fn check_arity<T>(op: Op, inputs: &[Option<T>], n_outputs: usize) -> Result<()> {
     let a = crate::verify::arity(op);
     if let Some(max) = a.max_inputs {
         if inputs.len() > max {

@@ -26,12 +26,6 @@ pub(crate) fn infer(
             "BatchNormalization with training_mode=1 (only inference mode is supported)",
         ));
     }
-    let max_outputs = if op == Op::LayerNormalization { 3 } else { 1 };
-    if n_outputs == 0 || n_outputs > max_outputs {
-        return Err(Error::invalid(format!(
-            "{op} has at most {max_outputs} output(s) but the node has {n_outputs}"
-        )));
-    }
     let rank = x.shape.rank();
     let channels = || {
         if rank < 2 {

@@ -43,6 +43,7 @@ pub fn eval_op(
     inputs: &[Option<&Tensor>],
     n_outputs: usize,
 ) -> Result<Vec<Tensor>> {
+    crate::infer::check_arity(op, inputs, n_outputs)?;
     match op.class() {
         OpClass::Elementwise => elementwise::eval(op, attrs, inputs, n_outputs),
         OpClass::Reduction => reduce::eval(op, attrs, inputs, n_outputs),

@@ -37,12 +37,6 @@ pub(crate) fn eval(
             "BatchNormalization with training_mode=1 (only inference mode is supported)",
         ));
     }
-    let max_outputs = if op == Op::LayerNormalization { 3 } else { 1 };
-    if n_outputs == 0 || n_outputs > max_outputs {
-        return Err(Error::invalid(format!(
-            "{op} has at most {max_outputs} output(s) but the node has {n_outputs}"
-        )));
-    }
     let dt = x.dtype();
     let one = |t: Tensor| Ok(vec![t]);
     match op {
