@@ -36,7 +36,7 @@ def main():
         ts = []
         for _ in range(a.runs):
             t0 = time.perf_counter()
-            subprocess.run([a.kiln, "run", model, "--inputs", data], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([a.kiln, "run", model, "--backend", "interp", "--inputs", data], check=True, stdout=subprocess.DEVNULL)
             ts.append(time.perf_counter() - t0)
         so = ort.SessionOptions()
         so.intra_op_num_threads = 2

@@ -140,3 +140,40 @@ mod tests {
         assert_eq!(sanitize_name(".."), "_..");
     }
 }
+
+/// Random inputs of each graph input's type, deterministic in `seed`:
+/// integers in [0, 2) (valid as indices and masks), booleans alternating,
+/// floats uniform in [-1, 1). Symbolic dimensions are an error.
+pub fn random_inputs(g: &Graph, seed: u64) -> Result<Vec<Tensor>> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    g.inputs
+        .iter()
+        .map(|&v| {
+            let ty = g.ty(v);
+            let dims = ty.shape.fixed().ok_or_else(|| {
+                Error::Usage(format!(
+                    "input `{}` has the symbolic type {ty}: bind its dimensions with --dim NAME=N, or give inputs",
+                    g.display_name(v)
+                ))
+            })?;
+            let n: usize = dims.iter().product();
+            let vals: Vec<f64> = (0..n)
+                .map(|_| {
+                    let r = next();
+                    if ty.dtype.is_float() {
+                        (r >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+                    } else {
+                        (r >> 63) as f64
+                    }
+                })
+                .collect();
+            Ok(Tensor::from_f64s(ty.dtype, dims, &vals)?)
+        })
+        .collect()
+}

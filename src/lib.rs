@@ -36,9 +36,15 @@
 //! assert!(text::print(&g, &text::PrintOptions::default()).contains("Mul(%0, %1)"));
 //! ```
 
+pub mod calibrate;
+pub mod compiler;
+pub mod dot;
 pub mod io;
 
+pub use compiler::{Backend, CompiledModel, Compiler, Timings};
+
 pub use kiln_frontend as frontend;
+pub use kiln_cranelift as cranelift;
 pub use kiln_ir as ir;
 pub use kiln_passes as passes;
 
@@ -61,6 +67,9 @@ pub enum Error {
     },
     #[error("{path}: {msg}")]
     File { path: PathBuf, msg: String },
+    /// Code generation or native execution failed.
+    #[error("{0}")]
+    Backend(String),
     #[error("{0}")]
     Usage(String),
 }

@@ -1,10 +1,13 @@
-//! ONNX backend node-test conformance of kiln's reference interpreter.
+//! ONNX backend node-test conformance of kiln's reference interpreter, its
+//! optimizer, and its Cranelift backend.
 //!
 //! Runs every case that `scripts/gen-node-tests.py` wrote to
-//! `build/onnx-node-tests/` (import, text IR round trip, interpret, compare;
-//! see `conformance/case.rs`) and fails when a case listed in
-//! `tests/conformance/passing.txt` no longer passes. The one command that sets
-//! everything up and runs it is `scripts/conformance.sh`.
+//! `build/onnx-node-tests/` on the interpreter (import, text IR round trip,
+//! interpret, optimize and interpret again, compare; see `conformance/case.rs`),
+//! then every case the interpreter passed on the Cranelift backend, and fails
+//! when a case listed in `tests/conformance/passing.txt` (interpreter) or
+//! `tests/conformance/passing-cranelift.txt` no longer passes. The one command
+//! that sets everything up and runs it is `scripts/conformance.sh`.
 //!
 //! Environment:
 //! - `KILN_CONFORMANCE_UPDATE=1`: rewrite `tests/conformance/passing.txt` and
@@ -14,6 +17,7 @@
 //! - `KILN_NODE_TESTS=<dir>`: read the cases from elsewhere.
 //! - `KILN_CONFORMANCE_THREADS=<n>`: worker threads (default: available cores).
 //! - `KILN_CONFORMANCE_VERBOSE=1`: print every case's result.
+//! - `KILN_CONFORMANCE_ENGINES=interp`: skip the Cranelift run.
 //! - `KILN_CONFORMANCE_STRICT=1`: compare with the cases' own tolerances only
 //!   (no per-dtype floors; see `conformance/compare.rs`).
 
@@ -25,7 +29,7 @@ mod compare;
 #[path = "conformance/report.rs"]
 mod report;
 
-use case::{Meta, Outcome, Status};
+use case::{Engine, Meta, Outcome, Status};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -70,7 +74,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs one case, turning a panic into a failure.
-fn run_one(dir: &Path, name: String) -> Outcome {
+fn run_one(dir: &Path, name: String, engine: Engine) -> Outcome {
     let start = Instant::now();
     let meta = match Meta::read(dir) {
         Ok(m) => m,
@@ -89,7 +93,7 @@ fn run_one(dir: &Path, name: String) -> Outcome {
         }
     };
     IN_CASE.with(|c| c.set(true));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case::run(dir, &meta)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case::run(dir, &meta, engine)));
     IN_CASE.with(|c| c.set(false));
     let (status, mut reason) = match result {
         Ok(Ok(())) => (Status::Pass, String::new()),
@@ -128,7 +132,7 @@ fn list_cases(suite: &Path) -> std::io::Result<Vec<String>> {
 /// Runs `names` over `threads` workers, in name order in the result. A
 /// watchdog names any case that runs for more than a minute (a hang cannot be
 /// interrupted, but it can be pointed at).
-fn run_all(suite: &Path, names: &[String], threads: usize) -> Vec<Outcome> {
+fn run_all(suite: &Path, names: &[String], threads: usize, engine: Engine) -> Vec<Outcome> {
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let results = Mutex::new(Vec::with_capacity(names.len()));
@@ -144,7 +148,7 @@ fn run_all(suite: &Path, names: &[String], threads: usize) -> Vec<Outcome> {
                 if let Some(slot) = running.lock().unwrap_or_else(|e| e.into_inner()).get_mut(t) {
                     *slot = Some((i, Instant::now()));
                 }
-                let o = run_one(&suite.join(name), name.clone());
+                let o = run_one(&suite.join(name), name.clone(), engine);
                 if let Some(slot) = running.lock().unwrap_or_else(|e| e.into_inner()).get_mut(t) {
                     *slot = None;
                 }
@@ -236,8 +240,19 @@ fn onnx_node_tests() {
         .max(1);
     install_panic_hook();
     let start = Instant::now();
-    let outcomes = run_all(&suite, &names, threads);
+    let outcomes = run_all(&suite, &names, threads, Engine::Interp);
     let secs = start.elapsed().as_secs_f64();
+    let engines = std::env::var("KILN_CONFORMANCE_ENGINES").unwrap_or_else(|_| "interp,cranelift".into());
+    let cranelift = if engines.split(',').any(|e| e.trim() == "cranelift") {
+        let passed: Vec<String> =
+            outcomes.iter().filter(|o| o.status == Status::Pass).map(|o| o.name.clone()).collect();
+        let start = Instant::now();
+        let out = run_all(&suite, &passed, threads, Engine::Cranelift);
+        Some((out, start.elapsed().as_secs_f64()))
+    } else {
+        println!("conformance: Cranelift run skipped (KILN_CONFORMANCE_ENGINES={engines})");
+        None
+    };
 
     let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
     let (pass, fail, unsup) = (
@@ -277,10 +292,35 @@ fn onnx_node_tests() {
         outcomes.len()
     );
 
+    let clif_path = root.join("tests/conformance/passing-cranelift.txt");
+    let mut clif_problems = Vec::new();
+    if let Some((clif, clif_secs)) = &cranelift {
+        for o in clif.iter().filter(|o| o.status != Status::Pass) {
+            println!("CRANELIFT {:?} {} [{}]: {}", o.status, o.name, o.meta.op, o.reason);
+        }
+        let cp = clif.iter().filter(|o| o.status == Status::Pass).count();
+        println!(
+            "conformance: Cranelift passes {cp} of the {} cases the interpreter passes ({:.1}%, {clif_secs:.1}s)",
+            clif.len(),
+            100.0 * cp as f64 / clif.len().max(1) as f64
+        );
+        let listed = read_passing(&clif_path);
+        for o in clif.iter().filter(|o| o.status != Status::Pass && listed.contains(&o.name)) {
+            clif_problems.push(format!("  {} (cranelift, {:?}): {}", o.name, o.status, o.reason));
+        }
+        if update {
+            std::fs::write(&clif_path, report::passing_txt_for(clif, &onnx, "Cranelift backend"))
+                .expect("writing tests/conformance/passing-cranelift.txt");
+        }
+    }
+
     if update {
         let passing = report::passing_txt(&outcomes, &onnx);
         std::fs::write(&passing_path, passing).expect("writing tests/conformance/passing.txt");
-        let md = report::conformance_md(&outcomes, &onnx, &report::today());
+        let mut md = report::conformance_md(&outcomes, &onnx, &report::today());
+        if let Some((clif, _)) = &cranelift {
+            md.push_str(&report::cranelift_md(clif));
+        }
         std::fs::write(root.join("docs/conformance.md"), md).expect("writing docs/conformance.md");
         println!(
             "conformance: wrote tests/conformance/passing.txt ({pass} cases; {} newly passing, {} no longer) and docs/conformance.md",
@@ -302,7 +342,7 @@ fn onnx_node_tests() {
              run `scripts/conformance.sh --update` to record them"
         );
     }
-    let mut problems = Vec::new();
+    let mut problems = clif_problems;
     for o in &regressed {
         problems.push(format!("  {} ({:?}): {}", o.name, o.status, o.reason));
     }
@@ -311,7 +351,7 @@ fn onnx_node_tests() {
     }
     assert!(
         problems.is_empty(),
-        "conformance: {} cases listed in tests/conformance/passing.txt no longer pass:\n{}",
+        "conformance: {} cases listed in tests/conformance/passing.txt or passing-cranelift.txt no longer pass:\n{}",
         problems.len(),
         problems.join("\n")
     );

@@ -33,9 +33,14 @@ use crate::import::{Importer, OnnxNode};
 use kiln_ir::shape::normalize_axis;
 use kiln_ir::{Attr, Attrs, DType, Op, Tensor};
 
+/// The ONNX op (kiln's own fused ops are not ONNX ops, so a model naming them is refused).
+fn onnx_op(op_type: &str) -> Option<Op> {
+    Op::from_name(op_type).filter(|op| !op.is_internal())
+}
+
 /// Op types the frontend can import (kiln ops plus the ones it rewrites).
 pub(crate) fn is_known(op_type: &str) -> bool {
-    matches!(op_type, "Constant" | "Upsample" | "Scatter") || Op::from_name(op_type).is_some()
+    matches!(op_type, "Constant" | "Upsample" | "Scatter") || onnx_op(op_type).is_some()
 }
 
 /// Normalises one node and emits it.
@@ -44,7 +49,7 @@ pub(crate) fn lower(imp: &mut Importer, mut n: OnnxNode) -> Result<()> {
     let op = match n.op_type.as_str() {
         "Upsample" => return lower_old_resize(imp, n, true),
         "Scatter" => Op::ScatterElements,
-        t => Op::from_name(t).ok_or_else(|| imp.unsupported(&n.name, t, "", ""))?,
+        t => onnx_op(t).ok_or_else(|| imp.unsupported(&n.name, t, "", ""))?,
     };
     match op {
         Op::Squeeze | Op::Unsqueeze | Op::ReduceSum if opset < 13 => {

@@ -9,15 +9,19 @@
 //! - [`text`]: the `.kir` printer and parser, which round-trip;
 //! - [`infer`]: shape and dtype inference per op;
 //! - [`interp`]: the reference interpreter, the oracle for every backend and rewrite;
+//! - [`fused`] and [`expr`]: kiln's fused ops and their elementwise bodies, defined by decomposition;
 //! - [`npy`]: `.npy` reading and writing;
 //! - [`target`]: [`TargetInfo`], compilation targets as plain data for cost models.
 
 pub mod attr;
 pub mod dtype;
 pub mod error;
+pub mod expr;
+pub mod fused;
 pub mod graph;
 pub mod infer;
 pub mod interp;
+pub mod kernel;
 pub mod npy;
 pub mod op;
 pub mod shape;

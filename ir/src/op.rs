@@ -37,6 +37,9 @@ pub enum OpClass {
     Attention,
     /// Everything else (resampling, sorting, data-dependent output shapes).
     Misc,
+    /// kiln's own fused ops, created by the optimizer and defined by their
+    /// decomposition (see [`crate::fused`]); never imported from ONNX.
+    Fused,
 }
 
 macro_rules! define_ops {
@@ -96,6 +99,7 @@ define_ops! {
     Quantization: [QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear],
     Attention: [Attention],
     Misc: [Resize, TopK, NonZero],
+    Fused: [FusedElementwise, FusedMatMul, FusedConv],
 }
 
 impl Op {
@@ -110,6 +114,11 @@ impl Op {
 
     pub fn is_reduction(self) -> bool {
         self.class() == OpClass::Reduction
+    }
+
+    /// kiln's own ops (not ONNX's): the frontend refuses them in a model.
+    pub fn is_internal(self) -> bool {
+        self.class() == OpClass::Fused
     }
 
     pub fn is_movement(self) -> bool {

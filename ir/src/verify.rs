@@ -145,6 +145,9 @@ pub fn arity(op: Op) -> Arity {
         Attention => ar(3, Some(7), 1, Some(4)),
         Resize => ar(1, Some(4), 1, Some(1)),
         TopK => ar(2, Some(2), 2, Some(2)),
+        // kiln's fused ops (crate::fused): variadic, every operand present.
+        FusedElementwise => ar(1, None, 1, Some(1)),
+        FusedMatMul | FusedConv => ar(2, None, 1, Some(1)),
     }
 }
 

@@ -14,16 +14,25 @@
 //! - [`pipeline`]: [`simplify`], the passes above in a fixed order to a fixed point;
 //! - [`stats`]: per-node FLOP and memory-traffic estimates (an analysis; it
 //!   changes nothing);
-//! - [`cost`]: roofline time estimates per node and graph for a target (an analysis).
+//! - [`cost`]: roofline time estimates per op, node and graph for a target (an analysis);
+//! - [`egraph`]: the e-graph optimizer ([`egraph::optimize`]): phases of
+//!   [`rules`] under budgets, extraction by cost, a report;
+//! - [`precision`]: `--precision f32|f16|bf16|auto` under an accuracy budget
+//!   ([`precision::choose_precision`]).
 
 pub mod const_fold;
 pub mod cost;
 pub mod cse;
 pub mod dce;
+pub mod egraph;
 pub mod error;
+pub mod memplan;
 pub mod patch;
 pub mod pipeline;
+pub mod precision;
 pub mod reinfer;
+pub mod rules;
+pub mod schedule;
 pub mod stats;
 #[cfg(test)]
 mod testutil;

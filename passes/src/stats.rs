@@ -11,7 +11,7 @@
 //! reads and writes: every operand plus every result, once. Nodes with a
 //! symbolic dimension are counted in [`GraphStats::unknown_nodes`] instead.
 
-use kiln_ir::{Graph, Node, Op, OpClass, TensorType};
+use kiln_ir::{Attrs, Graph, Node, Op, OpClass, TensorType};
 
 /// Estimated work of one node.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -43,8 +43,16 @@ fn bytes(t: &TensorType) -> Option<u64> {
 pub fn node_stats(g: &Graph, node: &Node) -> Option<NodeStats> {
     let ins: Vec<&TensorType> = node.inputs.iter().flatten().map(|&v| g.ty(v)).collect();
     let outs: Vec<&TensorType> = node.outputs.iter().map(|&v| g.ty(v)).collect();
+    op_stats(node.op, &node.attrs, &ins, &outs)
+}
+
+/// The estimate for `op` with `attrs` on operands of types `ins` (present
+/// ones only, in order) giving results of types `outs`, or `None` if a shape
+/// it needs is symbolic. What [`node_stats`] computes, without a graph (the
+/// e-graph's cost model calls it per e-node).
+pub fn op_stats(op: Op, attrs: &Attrs, ins: &[&TensorType], outs: &[&TensorType]) -> Option<NodeStats> {
     let mut moved = 0u64;
-    for t in ins.iter().chain(&outs) {
+    for t in ins.iter().chain(outs) {
         moved += bytes(t)?;
     }
     let out_elems = match outs.first() {
@@ -56,7 +64,7 @@ pub fn node_stats(g: &Graph, node: &Node) -> Option<NodeStats> {
         None => 0,
     };
     let dims = |t: &TensorType| t.shape.fixed();
-    let flops = match node.op.class() {
+    let flops = match op.class() {
         OpClass::Elementwise => out_elems,
         OpClass::Reduction => in_elems,
         OpClass::Normalization | OpClass::Quantization => 5 * in_elems,
@@ -69,11 +77,11 @@ pub fn node_stats(g: &Graph, node: &Node) -> Option<NodeStats> {
                 / y.iter().skip(2).product::<usize>().max(1) as u64;
             out_elems * window.max(1)
         }
-        OpClass::Linalg => match node.op {
+        OpClass::Linalg => match op {
             Op::MatMul | Op::MatMulInteger | Op::QLinearMatMul | Op::Gemm => {
                 // 2·K per output element; K is A's last (or, transposed, first) dim
-                let a = dims(ins.first()?)?;
-                let trans_a = node.op == Op::Gemm && node.attrs.int_or("transA", 0).ok()? != 0;
+                let a = ins.first()?.shape.fixed()?;
+                let trans_a = op == Op::Gemm && attrs.int_or("transA", 0).ok()? != 0;
                 let k = if trans_a { a.first().copied() } else { a.last().copied() }.unwrap_or(1);
                 2 * out_elems * k as u64
             }
@@ -81,7 +89,7 @@ pub fn node_stats(g: &Graph, node: &Node) -> Option<NodeStats> {
         },
         OpClass::Conv => {
             // 2 · output elements · (Cin/group · kernel size)
-            let w = dims(ins.get(1)?)?;
+            let w = ins.get(1)?.shape.fixed()?;
             let per_out: usize = w.iter().skip(1).product();
             2 * out_elems * per_out as u64
         }
@@ -93,8 +101,30 @@ pub fn node_stats(g: &Graph, node: &Node) -> Option<NodeStats> {
             let kv_len = if k.len() == 4 { k[2] } else { *k.get(1)? };
             4 * q_elems as u64 * kv_len as u64
         }
+        OpClass::Fused => fused_flops(op, attrs, ins, out_elems)?,
     };
     Some(NodeStats { flops, bytes: moved })
+}
+
+/// A fused op's work: its product's (2·M·N·K for FusedMatMul, as Conv for
+/// FusedConv) plus one operation per output element per epilogue op.
+fn fused_flops(op: Op, attrs: &Attrs, ins: &[&TensorType], out_elems: u64) -> Option<u64> {
+    let body = kiln_ir::fused::body(op, attrs).ok()?;
+    let per_elem = body.num_ops() as u64 * out_elems;
+    let product = match op {
+        Op::FusedMatMul => {
+            let a = ins.first()?.shape.fixed()?;
+            let k = if attrs.int_or("transA", 0).ok()? != 0 { *a.get(a.len().checked_sub(2)?)? } else { *a.last()? };
+            2 * out_elems * k as u64
+        }
+        Op::FusedConv => {
+            let w = ins.get(1)?.shape.fixed()?;
+            let per_out: usize = w.iter().skip(1).product();
+            2 * out_elems * per_out as u64
+        }
+        _ => 0,
+    };
+    Some(product + per_elem)
 }
 
 /// Sums [`node_stats`] over the graph.

@@ -1,9 +1,13 @@
-//! One node-test case: its metadata, its data, and running it.
+//! One node-test case: its metadata, its data, and running it on an [`Engine`].
 //!
-//! A case passes when the model imports, survives the text IR round trip
-//! (`print → parse → print` gives the same text, and the reparsed graph
-//! computes bit-identical outputs), and the interpreter's outputs match the
-//! expected ones (see [`super::compare`]) for every data set. Errors that say
+//! On the interpreter, a case passes when the model imports, survives the text
+//! IR round trip (`print → parse → print` gives the same text, and the
+//! reparsed graph computes bit-identical outputs), the interpreter's outputs
+//! match the expected ones (see [`super::compare`]) for every data set, and
+//! so do the outputs of the graph after the classic passes and the e-graph
+//! optimizer (so the optimizer runs on every case). On Cranelift, a case
+//! passes when the model compiles (optimized, lowered, JIT-compiled) and its
+//! native outputs match the expected ones. Errors that say
 //! "unsupported" (an op, dtype or attribute kiln does not have) make the case
 //! unsupported; any other error, a mismatch or a panic makes it fail.
 
@@ -144,8 +148,17 @@ fn classify(stage: &str, e: &(dyn std::error::Error + 'static)) -> (Status, Stri
     (status, format!("{stage}: {e}"))
 }
 
+/// What executes the case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// The reference interpreter, on the imported graph and on the optimized one.
+    Interp,
+    /// The Cranelift backend through `kiln::Compiler` (optimizer on).
+    Cranelift,
+}
+
 /// Runs the case in `dir`.
-pub fn run(dir: &Path, meta: &Meta) -> Verdict {
+pub fn run(dir: &Path, meta: &Meta, engine: Engine) -> Verdict {
     let graph = match kiln_frontend::import_file(&dir.join("model.onnx")) {
         Ok(g) => g,
         Err(e) => {
@@ -164,17 +177,21 @@ pub fn run(dir: &Path, meta: &Meta) -> Verdict {
             format!("non-tensor values: {}", meta.nontensor),
         ));
     }
-    let reparsed = text_round_trip(&graph)?;
     let sets = data_sets(dir).map_err(fail)?;
     if sets.is_empty() {
         return Err(fail(format!("no test_data_set_* in {}", dir.display())));
     }
+    if engine == Engine::Cranelift {
+        return run_cranelift(&graph, &sets, meta);
+    }
+    let reparsed = text_round_trip(&graph)?;
+    let optimized = optimize(&graph)?;
     for set in &sets {
         let set_name = set
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        run_data_set(&graph, reparsed.as_ref(), set, meta).map_err(|(s, r)| {
+        run_data_set(&graph, reparsed.as_ref(), &optimized, set, meta).map_err(|(s, r)| {
             if sets.len() > 1 {
                 (s, format!("{set_name}: {r}"))
             } else {
@@ -269,26 +286,61 @@ fn order_inputs(graph: &Graph, given: Vec<Named>) -> Vec<Tensor> {
     }
 }
 
-fn run_data_set(graph: &Graph, reparsed: Option<&Graph>, set: &Path, meta: &Meta) -> Verdict {
-    let inputs = order_inputs(graph, read_tensors(set, "input")?);
-    let expected = read_tensors(set, "output")?;
-    let got = kiln_ir::interp::run(graph, &inputs).map_err(|e| classify("interp", &e))?;
+/// The graph after the classic passes and the e-graph optimizer (target: the
+/// Cranelift tier, default budgets).
+fn optimize(graph: &Graph) -> Result<Graph, (Status, String)> {
+    let mut g = graph.clone();
+    kiln_passes::simplify(&mut g).map_err(|e| classify("simplify", &e))?;
+    let opts = kiln_passes::egraph::OptimizeOptions::new(kiln_ir::TargetInfo::cranelift());
+    let (mut g, _) = kiln_passes::egraph::optimize(&g, &opts).map_err(|e| classify("optimize", &e))?;
+    kiln_passes::simplify(&mut g).map_err(|e| classify("simplify after optimize", &e))?;
+    Ok(g)
+}
+
+/// Compiles once per data set's input shapes (the compiler specialises per
+/// shape anyway) and compares.
+fn run_cranelift(graph: &Graph, sets: &[PathBuf], meta: &Meta) -> Verdict {
+    let model = kiln::Compiler::new()
+        .threads(1)
+        .compile(graph.clone())
+        .map_err(|e| classify("compile", &e))?;
+    for set in sets {
+        let inputs = order_inputs(graph, read_tensors(set, "input")?);
+        let expected = read_tensors(set, "output")?;
+        let got = model.run(&inputs).map_err(|e| classify("cranelift", &e))?;
+        check_outputs("cranelift", &got, &expected, meta)?;
+    }
+    Ok(())
+}
+
+fn check_outputs(stage: &str, got: &[Tensor], expected: &[Named], meta: &Meta) -> Verdict {
     if got.len() != expected.len() {
         return Err(fail(format!(
-            "interp: computed {} outputs, the test expects {}",
+            "{stage}: computed {} outputs, the test expects {}",
             got.len(),
             expected.len()
         )));
     }
-    for (k, (g, (name, want))) in got.iter().zip(&expected).enumerate() {
+    for (k, (g, (name, want))) in got.iter().zip(expected).enumerate() {
         compare::compare(g, want, meta.rtol, meta.atol).map_err(|m| {
             let name = name
                 .as_deref()
                 .map(|n| format!(" `{n}`"))
                 .unwrap_or_default();
-            fail(format!("output {k}{name}: {m}"))
+            fail(format!("{stage}: output {k}{name}: {m}"))
         })?;
     }
+    Ok(())
+}
+
+fn run_data_set(graph: &Graph, reparsed: Option<&Graph>, optimized: &Graph, set: &Path, meta: &Meta) -> Verdict {
+    let inputs = order_inputs(graph, read_tensors(set, "input")?);
+    let expected = read_tensors(set, "output")?;
+    let got = kiln_ir::interp::run(graph, &inputs).map_err(|e| classify("interp", &e))?;
+    check_outputs("interp", &got, &expected, meta)?;
+    let got_opt = kiln_ir::interp::run(optimized, &inputs)
+        .map_err(|e| fail(format!("optimized graph: {e}")))?;
+    check_outputs("optimized graph", &got_opt, &expected, meta)?;
     if let Some(g2) = reparsed {
         let got2 = kiln_ir::interp::run(g2, &inputs)
             .map_err(|e| fail(format!("text round trip: the reparsed graph fails: {e}")))?;

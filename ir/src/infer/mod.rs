@@ -54,6 +54,7 @@ pub fn infer_op(
         OpClass::Quantization => quant::infer(op, attrs, inputs, n_outputs),
         OpClass::Attention => attention::infer(op, attrs, inputs, n_outputs),
         OpClass::Misc => misc::infer(op, attrs, inputs, n_outputs),
+        OpClass::Fused => crate::fused::infer(op, attrs, inputs),
     }
 }
 

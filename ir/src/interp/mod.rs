@@ -31,6 +31,7 @@ mod reduce;
 pub(crate) mod shape_ops;
 pub mod util;
 pub(crate) mod window;
+pub use window::{conv_axes, pool_axes, Axis as WindowAxis};
 
 use crate::{Attrs, Error, Graph, Op, OpClass, Result, Tensor};
 
@@ -56,6 +57,7 @@ pub fn eval_op(
         OpClass::Quantization => quant::eval(op, attrs, inputs, n_outputs),
         OpClass::Attention => attention::eval(op, attrs, inputs, n_outputs),
         OpClass::Misc => misc::eval(op, attrs, inputs, n_outputs),
+        OpClass::Fused => crate::fused::eval(op, attrs, inputs),
     }
 }
 

@@ -171,7 +171,7 @@ impl WindowAttrs {
 /// convolution, input `i` and tap `t` write output position
 /// `i * stride - pad_begin + t * dilation`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Axis {
+pub struct Axis {
     pub input: usize,
     pub output: usize,
     pub kernel: usize,
@@ -603,4 +603,40 @@ mod tests {
         let mut empty: Vec<usize> = vec![];
         assert!(!next_index(&mut empty, &[]));
     }
+}
+
+/// The resolved spatial axes of a convolution (Conv, ConvInteger,
+/// QLinearConv, FusedConv's Conv) with input shape `x` = `[N, C, in...]` and
+/// weight shape `w` = `[M, C/group, k...]`: the same geometry the interpreter
+/// and shape inference use, for schedules and backends.
+pub fn conv_axes(op: Op, attrs: &Attrs, x: &[usize], w: &[usize]) -> Result<Vec<Axis>> {
+    if x.len() < 3 || w.len() != x.len() {
+        return Err(Error::invalid(format!(
+            "{op} needs X of rank >= 3 and W of the same rank, found X {x:?} and W {w:?}"
+        )));
+    }
+    let wa = WindowAttrs::read(op, attrs, x.len() - 2, Some(&w[2..]))?;
+    x[2..]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| conv_axis(op, &wa, i, n))
+        .collect()
+}
+
+/// The resolved spatial axes of a windowed pool (MaxPool, AveragePool,
+/// LpPool) over input shape `x` = `[N, C, in...]`, with `ceil_mode`; the
+/// interpreter's geometry, for schedules and backends.
+pub fn pool_axes(op: Op, attrs: &Attrs, x: &[usize]) -> Result<Vec<Axis>> {
+    if x.len() < 3 {
+        return Err(Error::invalid(format!(
+            "{op} needs an input of shape [N, C, spatial...], found {x:?}"
+        )));
+    }
+    let wa = WindowAttrs::read(op, attrs, x.len() - 2, None)?;
+    let ceil_mode = attrs.int_or("ceil_mode", 0)? != 0;
+    x[2..]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| pool_axis(op, &wa, i, n, ceil_mode))
+        .collect()
 }

@@ -76,8 +76,8 @@ mod parse;
 mod print;
 
 pub use lex::is_ident;
-pub use parse::parse;
-pub use print::{fnv64, print, ConstMode, PrintOptions, DECIMAL_MAX_ELEMS};
+pub use parse::{parse, parse_expr};
+pub use print::{fnv64, print, print_expr, ConstMode, PrintOptions, DECIMAL_MAX_ELEMS};
 
 use crate::{Error, Graph, Result};
 use std::fmt;

@@ -30,6 +30,29 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
     p.graph()
 }
 
+/// Parses a fused-op expression (grammar in [`crate::expr`]).
+pub fn parse_expr(src: &str) -> Result<crate::expr::Expr> {
+    let file = "<expr>";
+    let mut lx = Lexer::new(src, file);
+    let (tok, pos) = lx.next_token()?;
+    let mut p = Parser {
+        lx,
+        tok,
+        pos,
+        file,
+        defs: BTreeMap::new(),
+        uses: Vec::new(),
+    };
+    let e = p.expr(0)?;
+    if p.tok != Tok::Eof {
+        return Err(p.unexpected("the end of the expression"));
+    }
+    Ok(e)
+}
+
+/// Deeper expressions than this are refused (the parser recurses).
+const MAX_EXPR_DEPTH: usize = 256;
+
 struct Parser<'a> {
     lx: Lexer<'a>,
     /// The current (lookahead) token and its position.
@@ -375,6 +398,38 @@ impl<'a> Parser<'a> {
             outputs,
             name,
         })
+    }
+
+    fn expr(&mut self, depth: usize) -> Result<crate::expr::Expr> {
+        use crate::expr::Expr;
+        if depth > MAX_EXPR_DEPTH {
+            return Err(self.err(self.pos, format!("expression nested deeper than {MAX_EXPR_DEPTH}")));
+        }
+        let pos = self.pos;
+        match &self.tok {
+            Tok::Value(i) => {
+                let i = *i as usize;
+                self.bump()?;
+                Ok(Expr::Input(i))
+            }
+            Tok::Ident(w) if w == "tensor" => Ok(Expr::Const(self.tensor_literal()?)),
+            Tok::Ident(w) => {
+                let op = Op::from_name(w).ok_or_else(|| self.err(pos, format!("unknown op `{w}`")))?;
+                self.bump()?;
+                let attrs = if self.is_punct('[') { self.attrs()? } else { Attrs::new() };
+                self.expect_punct('(', &format!("to open {op}'s operands"))?;
+                let mut args = Vec::new();
+                loop {
+                    args.push(self.expr(depth + 1)?);
+                    if !self.eat_punct(',')? {
+                        break;
+                    }
+                }
+                self.expect_punct(')', &format!("to close {op}'s operands"))?;
+                Ok(Expr::Op { op, attrs, args })
+            }
+            _ => Err(self.unexpected("an expression (`%N`, a `tensor<...>` constant or an op)")),
+        }
     }
 
     fn attrs(&mut self) -> Result<Attrs> {

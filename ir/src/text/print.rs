@@ -61,6 +61,19 @@ pub fn print(g: &Graph, opts: &PrintOptions) -> String {
     p.out
 }
 
+/// Prints a fused-op expression (grammar in [`crate::expr`]); constants in full.
+pub fn print_expr(e: &crate::expr::Expr) -> String {
+    let g = Graph::default();
+    let opts = PrintOptions::lossless();
+    let mut p = Printer {
+        g: &g,
+        opts: &opts,
+        out: String::new(),
+    };
+    p.expr(e);
+    p.out
+}
+
 struct Printer<'a> {
     g: &'a Graph,
     opts: &'a PrintOptions,
@@ -144,6 +157,30 @@ impl Printer<'_> {
         self.out.push_str(") @");
         write_name(&mut self.out, &n.name);
         self.out.push('\n');
+    }
+
+    fn expr(&mut self, e: &crate::expr::Expr) {
+        use crate::expr::Expr;
+        match e {
+            Expr::Input(i) => {
+                let _ = write!(self.out, "%{i}");
+            }
+            Expr::Const(t) => self.tensor_literal(t),
+            Expr::Op { op, attrs, args } => {
+                self.out.push_str(op.name());
+                if !attrs.is_empty() {
+                    self.attrs(attrs);
+                }
+                self.out.push('(');
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push_str(", ");
+                    }
+                    self.expr(a);
+                }
+                self.out.push(')');
+            }
+        }
     }
 
     fn value_list(&mut self, vs: impl Iterator<Item = Option<ValueId>>) {
