@@ -86,8 +86,10 @@ fn a_full_dump_runs_like_the_model() {
     let o = kiln(&["dump", m.to_str().unwrap(), "--stage", "graph", "--full-constants", "-o", kir.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let data = example().join("test_data_set_0");
-    let a = kiln(&["run", m.to_str().unwrap(), "--inputs", data.to_str().unwrap()]);
-    let b = kiln(&["run", kir.to_str().unwrap(), "--inputs", data.to_str().unwrap()]);
+    // bit for bit on the reference path; the optimizer may fuse the two differently
+    let interp = ["--backend", "interp", "--no-opt"];
+    let a = kiln(&[&["run", m.to_str().unwrap(), "--inputs", data.to_str().unwrap()][..], &interp].concat());
+    let b = kiln(&[&["run", kir.to_str().unwrap(), "--inputs", data.to_str().unwrap()][..], &interp].concat());
     assert!(b.status.success(), "{}", stderr(&b));
     assert_eq!(stdout(&a), stdout(&b));
 }
@@ -249,8 +251,106 @@ fn simplified_dump_folds_shape_arithmetic_and_still_runs() {
     let text = std::fs::read_to_string(&kir).unwrap();
     assert!(!text.contains("= Shape("), "shape arithmetic should be folded:\n{text}");
     let data = example().join("test_data_set_0");
-    let a = kiln(&["run", m.to_str().unwrap(), "--inputs", data.to_str().unwrap()]);
-    let b = kiln(&["run", kir.to_str().unwrap(), "--inputs", data.to_str().unwrap()]);
+    // bit for bit on the reference path; the optimizer may fuse the two differently
+    let interp = ["--backend", "interp", "--no-opt"];
+    let a = kiln(&[&["run", m.to_str().unwrap(), "--inputs", data.to_str().unwrap()][..], &interp].concat());
+    let b = kiln(&[&["run", kir.to_str().unwrap(), "--inputs", data.to_str().unwrap()][..], &interp].concat());
     assert!(b.status.success(), "{}", stderr(&b));
     assert_eq!(stdout(&a), stdout(&b));
+}
+
+#[test]
+fn help_documents_the_compiler_flags() {
+    for (cmd, flags) in [
+        ("run", &["--backend", "cranelift", "interp", "--timings", "--no-opt", "--threads"][..]),
+        ("bench", &["--runs", "--json", "median_ms", "min_ms", "max_ms", "compile_ms", "peak_bytes", "--backend", "--inputs"][..]),
+        ("opt", &["--target", "--print-after", "--report", "kernels", "ops", "phases", "stop_reason", "egraph_nodes", "compile_ms", "--precision", "--max-rel-error", "--extractor", "--calibration"][..]),
+        ("explain", &["--node", "--target"][..]),
+        ("dump", &["egraph", "fused", "kernel", "clif", "--format", "dot"][..]),
+        ("calibrate", &["-o", "--target"][..]),
+    ] {
+        let s = stdout(&kiln(&[cmd, "--help"]));
+        for f in flags {
+            assert!(s.contains(f), "{cmd} --help lacks {f}:\n{s}");
+        }
+    }
+}
+
+#[test]
+fn the_backends_agree_on_the_example() {
+    let m = example().join("model.onnx");
+    let data = example().join("test_data_set_0");
+    let dir = temp_dir("backends");
+    for backend in ["interp", "cranelift"] {
+        let out = dir.join(backend);
+        let o = kiln(&["run", m.to_str().unwrap(), "--backend", backend, "--inputs", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{backend}: {}", stderr(&o));
+        let got = read(&out.join("last_hidden_state.npy"));
+        let want = read(&data.join("output_0.pb"));
+        assert!(rel_error(&got, &want) <= 1e-4, "{backend}: {}", rel_error(&got, &want));
+    }
+}
+
+#[test]
+fn opt_writes_the_report_and_a_graph_that_runs() {
+    let dir = temp_dir("opt");
+    let m = example().join("model.onnx");
+    let report = dir.join("r.json");
+    let kir = dir.join("o.kir");
+    let o = kiln(&["opt", m.to_str().unwrap(), "--dim", "batch=1", "--dim", "sequence=8", "--target", "x86-64-avx512", "--report", report.to_str().unwrap(), "--full-constants", "-o", kir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = std::fs::read_to_string(&report).unwrap();
+    for key in ["\"kernels\":", "\"ops\":", "\"phases\":", "\"name\":", "\"stop_reason\":", "\"iterations\":", "\"egraph_nodes\":", "\"ms\":", "\"compile_ms\":"] {
+        assert!(r.contains(key), "report lacks {key}: {r}");
+    }
+    let text = std::fs::read_to_string(&kir).unwrap();
+    assert!(text.contains("= Attention["), "{text}");
+    assert!(text.contains("FusedMatMul"), "{text}");
+    let data = example().join("test_data_set_0");
+    let out = dir.join("out");
+    let o = kiln(&["run", kir.to_str().unwrap(), "--backend", "interp", "--inputs", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(rel_error(&read(&out.join("last_hidden_state.npy")), &read(&data.join("output_0.pb"))) <= 1e-4);
+    // an unknown target lists the known ones
+    assert_fails_with(&kiln(&["opt", m.to_str().unwrap(), "--target", "z80"]), &["z80", "x86-64-avx512", "sm80"]);
+}
+
+#[test]
+fn explain_names_the_kernel_and_the_alternatives() {
+    let m = example().join("model.onnx");
+    let o = kiln(&["explain", m.to_str().unwrap(), "--node", "/encoder/layer.0/attention/self/Softmax", "--dim", "batch=1", "--dim", "sequence=8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(s.contains("Attention"), "{s}");
+    assert!(s.contains("alternatives"), "{s}");
+    assert_fails_with(&kiln(&["explain", m.to_str().unwrap(), "--node", "nope"]), &["no node named `nope`"]);
+}
+
+#[test]
+fn bench_prints_json() {
+    let m = example().join("model.onnx");
+    let o = kiln(&["bench", m.to_str().unwrap(), "--dim", "batch=1", "--dim", "sequence=8", "--runs", "3", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    for key in ["\"median_ms\":", "\"min_ms\":", "\"max_ms\":", "\"compile_ms\":", "\"peak_bytes\":"] {
+        assert!(s.contains(key), "bench --json lacks {key}: {s}");
+    }
+    // symbolic dims without inputs: a usage error naming the input
+    assert_fails_with(&kiln(&["bench", m.to_str().unwrap(), "--runs", "1"]), &["input_ids", "--dim"]);
+}
+
+#[test]
+fn dumps_of_every_stage() {
+    let m = example().join("model.onnx");
+    let dims = ["--dim", "batch=1", "--dim", "sequence=8"];
+    for (stage, needle) in [("egraph", "class"), ("fused", "FusedMatMul"), ("kernel", "kernel"), ("clif", "function")] {
+        let o = kiln(&[&["dump", m.to_str().unwrap(), "--stage", stage][..], &dims].concat());
+        assert!(o.status.success(), "{stage}: {}", stderr(&o));
+        assert!(stdout(&o).contains(needle), "{stage} dump lacks `{needle}`");
+    }
+    let o = kiln(&[&["dump", m.to_str().unwrap(), "--stage", "fused", "--format", "dot"][..], &dims].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(s.starts_with("digraph") && s.contains("kernels"), "{s}");
+    assert_fails_with(&kiln(&["dump", m.to_str().unwrap(), "--stage", "kernel"]), &["input_ids", "--dim"]);
 }

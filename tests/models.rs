@@ -1,7 +1,8 @@
 //! End to end: models in the forms PyTorch's exporters produce and a
-//! ResNet-50-class CNN, run through `kiln run`, against onnxruntime's outputs
-//! (made by scripts/make_models.py), a QDQ-quantized model, plus the text-IR
-//! round trip on each.
+//! ResNet-50-class CNN, run through `kiln run` on the interpreter (optimized
+//! graph) and on the Cranelift backend, against onnxruntime's outputs (made by
+//! scripts/make_models.py), a QDQ-quantized model (interpreter only: the
+//! backend has no quantized kernels yet), plus the text-IR round trip on each.
 
 mod common;
 use common::*;
@@ -10,24 +11,30 @@ use common::*;
 const MAX_REL_ERROR: f64 = 1e-4;
 
 fn check_model(name: &str) {
+    check_model_on(name, "interp");
+}
+
+fn check_model_on(name: &str, backend: &str) {
     let dir = models_dir().join(name);
-    let out = temp_dir(name);
+    let out = temp_dir(&format!("{name}-{backend}"));
     let o = kiln(&[
         "run",
+        "--backend",
+        backend,
         dir.join("model.onnx").to_str().unwrap(),
         "--inputs",
         dir.join("test_data_set_0").to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "kiln run {name} failed:\n{}", stderr(&o));
+    assert!(o.status.success(), "kiln run --backend {backend} {name} failed:\n{}", stderr(&o));
     let g = kiln::load_model(&dir.join("model.onnx")).unwrap();
     for (i, &v) in g.outputs.iter().enumerate() {
         let want = read(&dir.join(format!("test_data_set_0/output_{i}.pb")));
         let got = read(&out.join(format!("{}.npy", kiln::io::sanitize_name(&g.display_name(v)))));
         let err = rel_error(&got, &want);
-        println!("{name}: output {} rel error {err:.2e}", g.display_name(v));
-        assert!(err <= MAX_REL_ERROR, "{name}: output {} differs from onnxruntime by {err:.2e}", g.display_name(v));
+        println!("{name} ({backend}): output {} rel error {err:.2e}", g.display_name(v));
+        assert!(err <= MAX_REL_ERROR, "{name} ({backend}): output {} differs from onnxruntime by {err:.2e}", g.display_name(v));
     }
     // the model survives print -> parse -> print, and parses back to the same graph
     let opts = kiln::ir::text::PrintOptions::lossless();
@@ -66,4 +73,29 @@ fn external_data_is_read() {
 #[test]
 fn qdq_quantized_model_matches_onnxruntime() {
     check_model("qdq");
+}
+
+#[test]
+fn bert_torchscript_export_on_cranelift() {
+    check_model_on("bert_torchscript", "cranelift");
+}
+
+#[test]
+fn bert_dynamo_export_on_cranelift() {
+    check_model_on("bert_dynamo", "cranelift");
+}
+
+#[test]
+fn minilm_sized_bert_on_cranelift() {
+    check_model_on("minilm", "cranelift");
+}
+
+#[test]
+fn resnet50_on_cranelift() {
+    check_model_on("resnet50", "cranelift");
+}
+
+#[test]
+fn external_data_on_cranelift() {
+    check_model_on("ext_data", "cranelift");
 }

@@ -228,6 +228,12 @@ pub fn optimize(g: &Graph, opts: &OptimizeOptions) -> Result<(Graph, Report)> {
                 .or_insert_with(|| n.name.clone());
         }
     }
+    // graph outputs keep their names: callers look results up by them
+    for &o in &g.outputs {
+        if let (Some(c), Some(name)) = (built.value_class.get(&o), &g.values[o.index()].name) {
+            naming.class_value.entry(eg.find(*c)).or_insert_with(|| name.clone());
+        }
+    }
     for v in 0..g.values.len() {
         let vid = kiln_ir::ValueId(v as u32);
         if let (Some(c), Some(name)) = (built.value_class.get(&vid), &g.values[v].name) {
