@@ -162,7 +162,7 @@ impl Compiler {
         let mut g = if self.dims.is_empty() { g } else { bind_dims(&g, &self.dims)? };
         timings.time("simplify", || Ok(kiln_passes::pipeline::simplify(&mut g)?))?;
         let source = g.clone();
-        let is_static = g.inputs.iter().all(|&v| g.ty(v).shape.is_fixed());
+        let is_static = fully_static(&g);
         // native code for symbolic shapes is optimized per specialisation, after binding
         let (g, report) = if self.backend == Backend::Cranelift && !is_static {
             (g, None)
@@ -177,10 +177,10 @@ impl Compiler {
             inputs: original_inputs,
             timings: Mutex::new(timings),
             natives: Mutex::new(HashMap::new()),
+            plans: Mutex::new(HashMap::new()),
         };
         if self.backend == Backend::Cranelift && is_static {
-            let shapes = model.static_shapes();
-            model.native_for(&shapes)?;
+            model.static_native()?;
         }
         Ok(model)
     }
@@ -264,14 +264,35 @@ pub struct CompiledModel {
     report: Option<egraph::Report>,
     inputs: Vec<(String, kiln_ir::TensorType)>,
     timings: Mutex<Timings>,
-    /// Native code per input-shape signature.
-    natives: Mutex<HashMap<Vec<Vec<usize>>, Arc<Native>>>,
+    /// Native code per specialisation.
+    natives: Mutex<HashMap<Key, Arc<Native>>>,
+    /// Per input-shape signature: the bound graph and the inputs folded as constants.
+    plans: Mutex<HashMap<Vec<Vec<usize>>, (Arc<Graph>, Vec<usize>)>>,
+}
+
+/// Inputs of at most this many elements may be specialised as constants
+/// when shapes depend on their values.
+pub const FOLD_LIMIT: usize = 64;
+
+/// What a native specialisation is for: input shapes, and the bytes of the
+/// inputs folded as constants (empty for a static model).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+struct Key {
+    shapes: Vec<Vec<usize>>,
+    values: Vec<Vec<u8>>,
+}
+
+/// Every value's shape is static.
+fn fully_static(g: &Graph) -> bool {
+    g.values.iter().all(|v| v.ty.shape.is_fixed())
 }
 
 /// One static-shape specialisation: the kernel program and its machine code.
 pub struct Native {
     pub program: Program,
     pub exe: kiln_cranelift::Executable,
+    /// Input positions specialised as constants (not passed to `exe`).
+    pub folded: Vec<usize>,
 }
 
 impl CompiledModel {
@@ -301,47 +322,101 @@ impl CompiledModel {
         &self.inputs
     }
 
-    fn static_shapes(&self) -> Vec<Vec<usize>> {
-        self.graph.inputs.iter().map(|&v| self.graph.ty(v).shape.fixed().unwrap_or_default()).collect()
-    }
-
-    /// The native specialisation for these input shapes, compiling it on first use.
-    pub fn native_for(&self, shapes: &[Vec<usize>]) -> Result<Arc<Native>> {
-        if let Some(n) = self.natives.lock().ok().and_then(|m| m.get(shapes).cloned()) {
+    /// The native code of a model whose shapes are all static (compiled once).
+    fn static_native(&self) -> Result<Arc<Native>> {
+        let key = Key::default();
+        if let Some(n) = self.natives.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(n);
         }
         let mut timings = Timings::default();
-        let g = if self.graph.inputs.iter().all(|&v| self.graph.ty(v).shape.is_fixed()) {
-            self.graph.clone()
-        } else {
-            // bind the symbolic dims in the unoptimized graph, so that shape
-            // arithmetic folds before the optimizer sees it
-            let src = &self.source;
-            let mut dims = BTreeMap::new();
-            for (&v, s) in src.inputs.iter().zip(shapes) {
-                for (d, &n) in src.ty(v).shape.0.iter().zip(s) {
-                    if let Dim::Sym(name) = d {
-                        dims.insert(name.clone(), n);
+        let native = Arc::new(self.build_native(&self.graph, vec![], &mut timings)?);
+        self.remember(key, native.clone(), timings);
+        Ok(native)
+    }
+
+    /// The native specialisation for these inputs, compiling it on first use.
+    ///
+    /// Symbolic dimensions are bound from the inputs' shapes. If some shapes
+    /// are still not static (they depend on input *values*: a Reshape's target
+    /// shape, Reduce axes, Resize sizes given as inputs), the small inputs
+    /// (at most [`FOLD_LIMIT`] elements) are specialised as constants too, and
+    /// the code is cached by their values as well.
+    pub fn native_for(&self, inputs: &[Tensor]) -> Result<Arc<Native>> {
+        if fully_static(&self.graph) {
+            return self.static_native();
+        }
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+        let mut timings = Timings::default();
+        let plan = self.plans.lock().ok().and_then(|p| p.get(&shapes).cloned());
+        let (bound, folded) = match plan {
+            Some(p) => p,
+            None => {
+                let src = &self.source;
+                let mut dims = BTreeMap::new();
+                for (&v, s) in src.inputs.iter().zip(&shapes) {
+                    for (d, &n) in src.ty(v).shape.0.iter().zip(s) {
+                        if let Dim::Sym(name) = d {
+                            dims.insert(name.clone(), n);
+                        }
                     }
                 }
+                let bound = timings.time("specialise", || bind_dims(src, &dims))?;
+                let folded: Vec<usize> = if fully_static(&bound) {
+                    vec![]
+                } else {
+                    (0..bound.inputs.len()).filter(|&i| shapes[i].iter().product::<usize>() <= FOLD_LIMIT).collect()
+                };
+                let plan = (Arc::new(bound), folded);
+                if let Ok(mut p) = self.plans.lock() {
+                    p.insert(shapes.clone(), plan.clone());
+                }
+                plan
             }
-            let bound = timings.time("specialise", || bind_dims(src, &dims))?;
-            self.compiler.optimize_graph(bound, &mut timings)?.0
         };
-        let program = lower(&g, &mut timings)?;
+        let key = Key { shapes, values: folded.iter().map(|&i| inputs[i].to_le_bytes()).collect() };
+        if let Some(n) = self.natives.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(n);
+        }
+        let mut g = (*bound).clone();
+        if !folded.is_empty() {
+            for &i in folded.iter().rev() {
+                let v = g.inputs.remove(i);
+                g.consts.insert(v, inputs[i].clone());
+            }
+            timings.time("specialise", || Ok(kiln_passes::pipeline::simplify(&mut g)?))?;
+        }
+        if let Some(v) = g.values.iter().position(|info| !info.ty.shape.is_fixed()) {
+            let info = &g.values[v];
+            return Err(Error::Backend(format!(
+                "value `{}` has the type {} even with every input's shape (and every small input's value) known; \
+                 native code needs static shapes",
+                info.name.clone().unwrap_or_else(|| format!("%{v}")),
+                info.ty
+            )));
+        }
+        let g = self.compiler.optimize_graph(g, &mut timings)?.0;
+        let native = Arc::new(self.build_native(&g, folded, &mut timings)?);
+        self.remember(key, native.clone(), timings);
+        Ok(native)
+    }
+
+    fn build_native(&self, g: &Graph, folded: Vec<usize>, timings: &mut Timings) -> Result<Native> {
+        let program = lower(g, timings)?;
         let mut copts = kiln_cranelift::Options::default();
         if let Some(t) = self.compiler.threads {
             copts.threads = t.max(1);
         }
         let exe = timings.time("codegen", || Ok(kiln_cranelift::compile(&program, &copts)?))?;
-        let native = Arc::new(Native { program, exe });
+        Ok(Native { program, exe, folded })
+    }
+
+    fn remember(&self, key: Key, native: Arc<Native>, timings: Timings) {
         if let Ok(mut t) = self.timings.lock() {
             t.stages.extend(timings.stages);
         }
         if let Ok(mut m) = self.natives.lock() {
-            m.insert(shapes.to_vec(), native.clone());
+            m.insert(key, native);
         }
-        Ok(native)
     }
 
     /// Runs the model. Inputs are checked against the declared types (count,
@@ -351,9 +426,18 @@ impl CompiledModel {
         match self.compiler.backend {
             Backend::Interp => Ok(kiln_ir::interp::run(&self.graph, inputs)?),
             Backend::Cranelift => {
-                let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
-                let native = self.native_for(&shapes)?;
-                Ok(native.exe.run(inputs)?)
+                let native = self.native_for(inputs)?;
+                if native.folded.is_empty() {
+                    Ok(native.exe.run(inputs)?)
+                } else {
+                    let rest: Vec<Tensor> = inputs
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !native.folded.contains(i))
+                        .map(|(_, t)| t.clone())
+                        .collect();
+                    Ok(native.exe.run(&rest)?)
+                }
             }
         }
     }

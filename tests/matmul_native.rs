@@ -17,7 +17,9 @@ fn rand(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -28,21 +30,40 @@ fn graph(n: usize) -> Graph {
     let ty = TensorType::new(DType::F32, vec![n, n]);
     let mut g = Graph::new("matmul");
     let x = g.add_input("x", ty.clone());
-    let w = g.add_const(Some("w".into()), Tensor::from_vec(vec![n, n], rand(n * n, 7)).unwrap());
-    let y = g.add_node("mm", Op::MatMul, Attrs::new(), vec![Some(x), Some(w)], vec![(Some("y".into()), ty)]);
+    let w = g.add_const(
+        Some("w".into()),
+        Tensor::from_vec(vec![n, n], rand(n * n, 7)).unwrap(),
+    );
+    let y = g.add_node(
+        "mm",
+        Op::MatMul,
+        Attrs::new(),
+        vec![Some(x), Some(w)],
+        vec![(Some("y".into()), ty)],
+    );
     g.outputs.push(y[0]);
     g
 }
 
 fn unblocked() -> Options {
-    Options { mc: 1 << 30, nc: 1 << 30, kc: 1 << 30, ..Options::default() }
+    Options {
+        mc: 1 << 30,
+        nc: 1 << 30,
+        kc: 1 << 30,
+        ..Options::default()
+    }
 }
 
 /// Best-of-`reps` seconds per run, and the outputs.
 fn time(p: &Program, x: &Tensor, threads: usize, reps: usize) -> (f64, Tensor) {
-    let copts = kiln_cranelift::Options { threads, ..Default::default() };
+    let copts = kiln_cranelift::Options {
+        threads,
+        ..Default::default()
+    };
     let exe = kiln_cranelift::compile(p, &copts).unwrap_or_else(|e| panic!("{e}"));
-    let mut out = exe.run(std::slice::from_ref(x)).unwrap_or_else(|e| panic!("{e}"));
+    let mut out = exe
+        .run(std::slice::from_ref(x))
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut best = f64::INFINITY;
     for _ in 0..reps {
         let t = Instant::now();
@@ -58,9 +79,18 @@ fn matmul_native_gflops() {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![256, 512, 1024, 2048]);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     println!("MatMul f32 [n,n]·[n,n] (B constant, packed), GFLOP/s, best of 3");
-    println!("{:>6} {:>14} {:>14} {:>14} {:>14}", "n", "blocked 1t", "unblocked 1t", format!("blocked {cores}t"), format!("unblocked {cores}t"));
+    println!(
+        "{:>6} {:>14} {:>14} {:>14} {:>14}",
+        "n",
+        "blocked 1t",
+        "unblocked 1t",
+        format!("blocked {cores}t"),
+        format!("unblocked {cores}t")
+    );
     for n in sizes {
         let g = graph(n);
         let pb = schedule::lower(&g, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
@@ -75,12 +105,84 @@ fn matmul_native_gflops() {
         assert!(yb.bit_eq(&yu), "n={n}: blocking changed the result");
         assert!(yb.bit_eq(&ybn), "n={n}: threads changed the result");
         if n <= 512 {
-            let want = kiln_ir::interp::run(&g, std::slice::from_ref(&x)).unwrap().remove(0);
+            let want = kiln_ir::interp::run(&g, std::slice::from_ref(&x))
+                .unwrap()
+                .remove(0);
             for (a, b) in yb.to_f64_vec().iter().zip(want.to_f64_vec()) {
                 assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "n={n}: {a} vs {b}");
             }
         }
         let gf = |t: f64| flops / t / 1e9;
-        println!("{n:>6} {:>14.2} {:>14.2} {:>14.2} {:>14.2}", gf(tb1), gf(tu1), gf(tbn), gf(tun));
+        println!(
+            "{n:>6} {:>14.2} {:>14.2} {:>14.2} {:>14.2}",
+            gf(tb1),
+            gf(tu1),
+            gf(tbn),
+            gf(tun)
+        );
+    }
+}
+
+/// The Conv, pool and channel-norm schedules through Cranelift agree with the
+/// reference interpreter (every kernel-IR construct they emit compiles).
+#[test]
+fn conv_pool_norm_native_match_the_reference() {
+    let src = r#"graph @cnn {
+ in %0 "x": f32[2,6,13,12]
+ in %1 "w": f32[8,6,3,3]
+ in %2 "b": f32[8]
+ in %3 "dw": f32[8,1,3,3]
+ in %4 "s": f32[8]
+ in %5 "w1": f32[16,8,1,1]
+ in %6 "bias": f32[16,1,1]
+ %7: f32[2,8,7,6] = Conv[pads=[1,1,1,1], strides=[2,2]](%0, %1, %2) @conv
+ %8: f32[2,8,7,6] = FusedConv[epilogue="Relu(%0)", group=8, pads=[1,1,1,1]](%7, %3) @dw
+ %9: f32[2,8,7,6] = InstanceNormalization(%8, %4, %2) @inorm
+ %10: f32[2,8,7,6] = GroupNormalization[num_groups=2](%9, %4, %2) @gnorm
+ %11: f32[2,16,7,6] = FusedConv[epilogue="Add(Add(%0, %1), %2)"](%10, %5, %6, %6) @pw
+ %12: f32[2,16,4,3] = MaxPool[kernel_shape=[3,3], strides=[2,2], pads=[1,1,1,1]](%11) @mp
+ %13: f32[2,16,4,3] = AveragePool[kernel_shape=[3,3], strides=[2,2], pads=[1,1,1,1], count_include_pad=1](%11) @ap
+ %14: f32[2,16,1,1] = GlobalAveragePool(%12) @gap
+ %15: f32[2,16,1,1] = GlobalMaxPool(%13) @gmp
+ out %11, %12, %13, %14, %15
+}"#;
+    let g = kiln_ir::text::parse(src, "<cnn>").unwrap_or_else(|e| panic!("{e}"));
+    let inputs: Vec<Tensor> = g
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let dims = g.ty(v).shape.fixed().unwrap();
+            let n = dims.iter().product();
+            Tensor::from_vec(dims, rand(n, 100 + i as u64)).unwrap()
+        })
+        .collect();
+    let want = kiln_ir::interp::run(&g, &inputs).unwrap_or_else(|e| panic!("{e}"));
+    for opts in [
+        Options::default(),
+        Options {
+            mc: 8,
+            nc: 16,
+            kc: 8,
+            ..Options::default()
+        },
+    ] {
+        let p = schedule::lower(&g, &opts).unwrap_or_else(|e| panic!("{e}"));
+        let exe = kiln_cranelift::compile(&p, &kiln_cranelift::Options::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let got = exe.run(&inputs).unwrap_or_else(|e| panic!("{e}"));
+        let interp = kiln_ir::kernel::interp::run(&p, &inputs).unwrap();
+        for (k, ((a, b), c)) in got.iter().zip(&want).zip(&interp).enumerate() {
+            assert!(
+                a.bit_eq(c),
+                "output {k}: native and kernel interpreter differ"
+            );
+            for (x, y) in a.to_f64_vec().iter().zip(b.to_f64_vec()) {
+                assert!(
+                    (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                    "output {k}: {x} vs {y}"
+                );
+            }
+        }
     }
 }

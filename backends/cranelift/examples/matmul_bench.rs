@@ -29,9 +29,21 @@ fn main() {
         }
         i += 1;
     }
-    let (m, k, n) = if dims.len() == 3 { (dims[0], dims[1], dims[2]) } else { (256, 512, 1024) };
-    let x = Tensor::from_vec(vec![m, k], (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1).collect::<Vec<_>>()).unwrap();
-    let w: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1).collect();
+    let (m, k, n) = if dims.len() == 3 {
+        (dims[0], dims[1], dims[2])
+    } else {
+        (256, 512, 1024)
+    };
+    let x = Tensor::from_vec(
+        vec![m, k],
+        (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let w: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1)
+        .collect();
     for constant in [false, true] {
         let src = if constant {
             let vals: Vec<String> = w.iter().map(|v| format!("{v:?}")).collect();
@@ -47,9 +59,20 @@ fn main() {
         let mut p = schedule::lower(&g, &schedule::Options::default()).expect("lower");
         kiln_passes::memplan::plan(&mut p);
         let t1 = Instant::now();
-        let exe = compile(&p, &Options { threads, ..Options::default() }).expect("compile");
+        let exe = compile(
+            &p,
+            &Options {
+                threads,
+                ..Options::default()
+            },
+        )
+        .expect("compile");
         let t2 = Instant::now();
-        let ins = if constant { vec![x.clone()] } else { vec![x.clone(), Tensor::from_vec(vec![k, n], w.clone()).unwrap()] };
+        let ins = if constant {
+            vec![x.clone()]
+        } else {
+            vec![x.clone(), Tensor::from_vec(vec![k, n], w.clone()).unwrap()]
+        };
         exe.run(&ins).expect("warm-up");
         let mut times = Vec::new();
         for _ in 0..runs {

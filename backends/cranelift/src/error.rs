@@ -22,7 +22,11 @@ pub enum Error {
     Codegen { kernel: String, msg: String },
     /// The inputs given to `Executable::run` do not fit the program.
     #[error("input {index} (`{name}`): {msg}")]
-    Input { index: usize, name: String, msg: String },
+    Input {
+        index: usize,
+        name: String,
+        msg: String,
+    },
     /// Wrong number of inputs.
     #[error("the program takes {expected} inputs but {given} were given")]
     InputCount { expected: usize, given: usize },

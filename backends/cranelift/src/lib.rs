@@ -49,7 +49,9 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Options {
         Options {
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             fast_exp: false,
         }
     }
@@ -129,7 +131,10 @@ pub struct Executable {
 impl std::fmt::Debug for Executable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Executable")
-            .field("kernels", &self.kernels.iter().map(|k| &k.name).collect::<Vec<_>>())
+            .field(
+                "kernels",
+                &self.kernels.iter().map(|k| &k.name).collect::<Vec<_>>(),
+            )
             .field("arena_bytes", &self.arena_bytes)
             .field("threads", &self.pool.threads())
             .finish()
@@ -138,7 +143,10 @@ impl std::fmt::Debug for Executable {
 
 fn make_module() -> Result<JITModule> {
     let mut flags = settings::builder();
-    let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| Error::Target(format!("{k}={v}: {e}")));
+    let set = |f: &mut settings::Builder, k: &str, v: &str| {
+        f.set(k, v)
+            .map_err(|e| Error::Target(format!("{k}={v}: {e}")))
+    };
     set(&mut flags, "opt_level", "speed")?;
     set(&mut flags, "is_pic", "false")?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
@@ -181,7 +189,10 @@ fn build(
         let t0 = Instant::now();
         let id = module
             .declare_function(&format!("kernel{i}"), Linkage::Local, &sig)
-            .map_err(|e| Error::Codegen { kernel: k.name.clone(), msg: e.to_string() })?;
+            .map_err(|e| Error::Codegen {
+                kernel: k.name.clone(),
+                msg: e.to_string(),
+            })?;
         ctx.func.signature = sig.clone();
         ctx.func.name = UserFuncName::user(0, id.as_u32());
         let info = {
@@ -211,13 +222,15 @@ fn build(
         timings.clif_build += t0.elapsed();
         if define {
             let t1 = Instant::now();
-            module.define_function(id, &mut ctx).map_err(|e| Error::Codegen {
-                kernel: k.name.clone(),
-                msg: match &e {
-                    cranelift_module::ModuleError::Compilation(ce) => format!("{ce:?}"),
-                    _ => e.to_string(),
-                },
-            })?;
+            module
+                .define_function(id, &mut ctx)
+                .map_err(|e| Error::Codegen {
+                    kernel: k.name.clone(),
+                    msg: match &e {
+                        cranelift_module::ModuleError::Compilation(ce) => format!("{ce:?}"),
+                        _ => e.to_string(),
+                    },
+                })?;
             timings.cranelift_compile += t1.elapsed();
         }
         module.clear_context(&mut ctx);
@@ -233,7 +246,10 @@ pub fn compile(program: &Program, opts: &Options) -> Result<Executable> {
     let mut timings = Timings::default();
     let funcs = build(program, opts, &mut module, true, |_, _| {}, &mut timings)?;
     let t1 = Instant::now();
-    module.finalize_definitions().map_err(|e| Error::Codegen { kernel: "<link>".into(), msg: e.to_string() })?;
+    module.finalize_definitions().map_err(|e| Error::Codegen {
+        kernel: "<link>".into(),
+        msg: e.to_string(),
+    })?;
     timings.cranelift_compile += t1.elapsed();
     let kernels = program
         .kernels
@@ -244,7 +260,11 @@ pub fn compile(program: &Program, opts: &Options) -> Result<Executable> {
             // SAFETY: the function was defined with `kernel_signature`, which is
             // exactly `KernelFn` in the platform's C calling convention.
             let func = unsafe { std::mem::transmute::<*const u8, runtime::KernelFn>(p) };
-            CompiledKernel { name: k.name.clone(), func, info }
+            CompiledKernel {
+                name: k.name.clone(),
+                func,
+                info,
+            }
         })
         .collect();
     let mut consts = Vec::new();
@@ -262,7 +282,12 @@ pub fn compile(program: &Program, opts: &Options) -> Result<Executable> {
                 BufKind::Temp { offset: Some(o) } => Place::Arena(*o),
                 BufKind::Temp { offset: None } => Place::Own,
             };
-            BufMeta { name: b.name.clone().unwrap_or_else(|| b.id.to_string()), dtype: b.dtype, shape: b.shape.clone(), place }
+            BufMeta {
+                name: b.name.clone().unwrap_or_else(|| b.id.to_string()),
+                dtype: b.dtype,
+                shape: b.shape.clone(),
+                place,
+            }
         })
         .collect();
     Ok(Executable {
@@ -334,7 +359,10 @@ impl Executable {
     /// Runs the program on `inputs` (in input order) and returns its outputs.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         if inputs.len() != self.inputs.len() {
-            return Err(Error::InputCount { expected: self.inputs.len(), given: inputs.len() });
+            return Err(Error::InputCount {
+                expected: self.inputs.len(),
+                given: inputs.len(),
+            });
         }
         for (i, &b) in self.inputs.iter().enumerate() {
             let m = &self.buffers[b];
@@ -343,7 +371,13 @@ impl Executable {
                 return Err(Error::Input {
                     index: i,
                     name: m.name.clone(),
-                    msg: format!("expected {}{:?}, got {}{:?}", m.dtype, m.shape, t.dtype(), t.shape()),
+                    msg: format!(
+                        "expected {}{:?}, got {}{:?}",
+                        m.dtype,
+                        m.shape,
+                        t.dtype(),
+                        t.shape()
+                    ),
                 });
             }
         }
@@ -382,7 +416,14 @@ impl Executable {
             // program, sized as the program says; inputs and constants are only
             // read (the verifier checks parameter access), outputs, arena and
             // own temporaries are owned by this call.
-            unsafe { self.pool.launch(k.func, ptrs.as_ptr(), k.info.grid_points, k.info.scratch_bytes) };
+            unsafe {
+                self.pool.launch(
+                    k.func,
+                    ptrs.as_ptr(),
+                    k.info.grid_points,
+                    k.info.scratch_bytes,
+                )
+            };
         }
         drop(own);
         drop(arena);

@@ -84,7 +84,10 @@ impl Pool {
     /// A pool with `threads` workers in all (the caller counts as one).
     pub fn new(threads: usize) -> Pool {
         let threads = threads.max(1);
-        let queue = Arc::new(Queue { tasks: Mutex::new((VecDeque::new(), false)), cv: Condvar::new() });
+        let queue = Arc::new(Queue {
+            tasks: Mutex::new((VecDeque::new(), false)),
+            cv: Condvar::new(),
+        });
         let workers = (1..threads)
             .filter_map(|i| {
                 let q = queue.clone();
@@ -96,7 +99,11 @@ impl Pool {
             })
             .collect::<Vec<_>>();
         let threads = workers.len() + 1;
-        Pool { queue, workers, threads }
+        Pool {
+            queue,
+            workers,
+            threads,
+        }
     }
 
     pub fn threads(&self) -> usize {
@@ -107,7 +114,13 @@ impl Pool {
     ///
     /// # Safety
     /// `func` must be a kernel function and `bufs` a buffer table valid for it.
-    pub unsafe fn launch(&self, func: KernelFn, bufs: *const *mut u8, n: u64, scratch_bytes: usize) {
+    pub unsafe fn launch(
+        &self,
+        func: KernelFn,
+        bufs: *const *mut u8,
+        n: u64,
+        scratch_bytes: usize,
+    ) {
         if n == 0 {
             return;
         }
@@ -117,7 +130,12 @@ impl Pool {
             return;
         }
         let ranges: Vec<(i64, i64)> = (0..tasks as u64)
-            .map(|t| ((n * t / tasks as u64) as i64, (n * (t + 1) / tasks as u64) as i64))
+            .map(|t| {
+                (
+                    (n * t / tasks as u64) as i64,
+                    (n * (t + 1) / tasks as u64) as i64,
+                )
+            })
             .collect();
         let job = Arc::new(Job {
             func,
@@ -141,7 +159,13 @@ impl Pool {
             if job.remaining.load(Ordering::Acquire) == 0 {
                 break;
             }
-            let next = self.queue.tasks.lock().unwrap_or_else(|p| p.into_inner()).0.pop_front();
+            let next = self
+                .queue
+                .tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .0
+                .pop_front();
             match next {
                 Some((j, i)) => j.run_task(i),
                 None => {

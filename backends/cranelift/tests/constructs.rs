@@ -7,7 +7,9 @@ use common::check;
 use kiln_ir::DType;
 
 const INT_DTYPES: [&str; 8] = ["i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64"];
-const ALL_DTYPES: [&str; 13] = ["f32", "f64", "f16", "bf16", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "bool"];
+const ALL_DTYPES: [&str; 13] = [
+    "f32", "f64", "f16", "bf16", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "bool",
+];
 
 /// The interpreter's own all-constructs program: block axes, a barrier,
 /// shared and private allocs, a tile matmul, vectors, locals, NaN constants
@@ -95,7 +97,9 @@ fn float_arithmetic_scalar_and_vector() {
             for op in ["add", "sub", "mul", "div", "min", "max", "rem", "pow"] {
                 check(&binary_prog(dt, op, lanes, 48, dt));
             }
-            for op in ["neg", "abs", "sqrt", "rsqrt", "recip", "floor", "ceil", "round", "trunc"] {
+            for op in [
+                "neg", "abs", "sqrt", "rsqrt", "recip", "floor", "ceil", "round", "trunc",
+            ] {
                 check(&unary_prog(dt, op, lanes, 48, dt));
             }
             for op in ["is_nan", "is_inf"] {
@@ -110,8 +114,8 @@ fn transcendentals_match_exactly() {
     for dt in ["f32", "f64"] {
         for lanes in [1, 4] {
             for op in [
-                "exp", "log", "tanh", "erf", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh",
-                "atanh",
+                "exp", "log", "tanh", "erf", "sin", "cos", "tan", "asin", "acos", "atan", "sinh",
+                "cosh", "asinh", "acosh", "atanh",
             ] {
                 check(&unary_prog(dt, op, lanes, 24, dt));
             }
@@ -126,7 +130,10 @@ fn integer_arithmetic_every_width() {
         let full = 16 / d.size_bytes() as u32;
         for lanes in [1, 2, full, full * 2] {
             let n = (lanes as usize * 3 * 4).max(48);
-            for op in ["add", "sub", "mul", "div", "rem", "min", "max", "pow", "and", "or", "xor", "shl", "shr"] {
+            for op in [
+                "add", "sub", "mul", "div", "rem", "min", "max", "pow", "and", "or", "xor", "shl",
+                "shr",
+            ] {
                 check(&binary_prog(dt, op, lanes, n, dt));
             }
             for op in ["neg", "abs", "not", "floor"] {
@@ -223,7 +230,16 @@ program "scalar_select" arena 0 {
 
 #[test]
 fn reductions_over_lanes() {
-    for (dt, lanes) in [("f32", 4), ("f32", 8), ("f32", 2), ("f64", 2), ("i32", 4), ("u8", 16), ("i64", 2), ("bool", 4)] {
+    for (dt, lanes) in [
+        ("f32", 4),
+        ("f32", 8),
+        ("f32", 2),
+        ("f64", 2),
+        ("i32", 4),
+        ("u8", 16),
+        ("i64", 2),
+        ("bool", 4),
+    ] {
         for op in ["reduce_add", "reduce_mul", "reduce_min", "reduce_max"] {
             if dt == "bool" && op != "reduce_min" && op != "reduce_max" {
                 continue;

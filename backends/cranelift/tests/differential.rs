@@ -33,16 +33,46 @@ fn gen_expr(rng: &mut Rng, d: DType, lanes: u32, depth: u32, index: &IndexExpr) 
     match rng.below(8) {
         0 | 1 => {
             let ops: &[BinOp] = if float {
-                &[BinOp::Add, BinOp::Sub, BinOp::Mul, BinOp::Div, BinOp::Min, BinOp::Max, BinOp::Rem, BinOp::Pow]
+                &[
+                    BinOp::Add,
+                    BinOp::Sub,
+                    BinOp::Mul,
+                    BinOp::Div,
+                    BinOp::Min,
+                    BinOp::Max,
+                    BinOp::Rem,
+                    BinOp::Pow,
+                ]
             } else {
-                &[BinOp::Add, BinOp::Sub, BinOp::Mul, BinOp::Min, BinOp::Max, BinOp::And, BinOp::Or, BinOp::Xor, BinOp::Shl, BinOp::Shr]
+                &[
+                    BinOp::Add,
+                    BinOp::Sub,
+                    BinOp::Mul,
+                    BinOp::Min,
+                    BinOp::Max,
+                    BinOp::And,
+                    BinOp::Or,
+                    BinOp::Xor,
+                    BinOp::Shl,
+                    BinOp::Shr,
+                ]
             };
             let op = ops[rng.below(ops.len() as u64) as usize];
             Expr::binary(op, sub(rng), sub(rng))
         }
         2 => {
             let ops: &[UnOp] = if float {
-                &[UnOp::Neg, UnOp::Abs, UnOp::Sqrt, UnOp::Exp, UnOp::Tanh, UnOp::Floor, UnOp::Round, UnOp::Recip, UnOp::Erf]
+                &[
+                    UnOp::Neg,
+                    UnOp::Abs,
+                    UnOp::Sqrt,
+                    UnOp::Exp,
+                    UnOp::Tanh,
+                    UnOp::Floor,
+                    UnOp::Round,
+                    UnOp::Recip,
+                    UnOp::Erf,
+                ]
             } else {
                 &[UnOp::Neg, UnOp::Abs, UnOp::Not]
             };
@@ -50,19 +80,37 @@ fn gen_expr(rng: &mut Rng, d: DType, lanes: u32, depth: u32, index: &IndexExpr) 
         }
         3 if float => Expr::fma(sub(rng), sub(rng), sub(rng)),
         4 => {
-            let ops = [CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge];
+            let ops = [
+                CmpOp::Eq,
+                CmpOp::Ne,
+                CmpOp::Lt,
+                CmpOp::Le,
+                CmpOp::Gt,
+                CmpOp::Ge,
+            ];
             let c = Expr::cmp(ops[rng.below(6) as usize], sub(rng), sub(rng));
             Expr::select(c, sub(rng), sub(rng))
         }
         5 => {
             // a round trip through another type
-            let others = [DType::F32, DType::F64, DType::I32, DType::I8, DType::U16, DType::I64, DType::Bool];
+            let others = [
+                DType::F32,
+                DType::F64,
+                DType::I32,
+                DType::I8,
+                DType::U16,
+                DType::I64,
+                DType::Bool,
+            ];
             let o = others[rng.below(others.len() as u64) as usize];
             Expr::cast(d, Expr::cast(o, sub(rng)))
         }
         6 if lanes > 1 => {
             let ops = [LaneOp::Add, LaneOp::Mul, LaneOp::Min, LaneOp::Max];
-            Expr::splat(lanes, Expr::reduce_lanes(ops[rng.below(4) as usize], sub(rng)))
+            Expr::splat(
+                lanes,
+                Expr::reduce_lanes(ops[rng.below(4) as usize], sub(rng)),
+            )
         }
         _ => sub(rng),
     }
@@ -70,7 +118,15 @@ fn gen_expr(rng: &mut Rng, d: DType, lanes: u32, depth: u32, index: &IndexExpr) 
 
 fn random_program(seed: u64) -> Program {
     let mut rng = Rng(seed);
-    let dts = [DType::F32, DType::F32, DType::F64, DType::I32, DType::I16, DType::U8, DType::I64];
+    let dts = [
+        DType::F32,
+        DType::F32,
+        DType::F64,
+        DType::I32,
+        DType::I16,
+        DType::U8,
+        DType::I64,
+    ];
     let d = dts[rng.below(dts.len() as u64) as usize];
     let lanes = [1u32, 2, 4, 8][rng.below(4) as usize];
     let rows = 1 + rng.below(5) as usize;
@@ -79,24 +135,51 @@ fn random_program(seed: u64) -> Program {
     let (v0, v1) = (Var(0), Var(1));
     let index = IndexExpr::var(v0).mul(cols as i64).add(IndexExpr::var(v1));
     let e = gen_expr(&mut rng, d, lanes, 4, &index);
-    let buf = |id: u32, name: &str, kind: BufKind| Buffer { id: BufId(id), name: Some(name.into()), dtype: d, shape: vec![rows, cols], kind };
+    let buf = |id: u32, name: &str, kind: BufKind| Buffer {
+        id: BufId(id),
+        name: Some(name.into()),
+        dtype: d,
+        shape: vec![rows, cols],
+        kind,
+    };
     Program {
         name: format!("random{seed}"),
-        buffers: vec![buf(0, "x", BufKind::Input(0)), buf(1, "z", BufKind::Input(1)), buf(2, "y", BufKind::Output(0))],
+        buffers: vec![
+            buf(0, "x", BufKind::Input(0)),
+            buf(1, "z", BufKind::Input(1)),
+            buf(2, "y", BufKind::Output(0)),
+        ],
         kernels: vec![Kernel {
             name: "k".into(),
             params: vec![
-                Param { buf: BufId(0), access: Access::Read },
-                Param { buf: BufId(1), access: Access::Read },
-                Param { buf: BufId(2), access: Access::Write },
+                Param {
+                    buf: BufId(0),
+                    access: Access::Read,
+                },
+                Param {
+                    buf: BufId(1),
+                    access: Access::Read,
+                },
+                Param {
+                    buf: BufId(2),
+                    access: Access::Write,
+                },
             ],
-            grid: vec![ParAxis { var: v0, extent: rows as u64, level: ParLevel::Grid }],
+            grid: vec![ParAxis {
+                var: v0,
+                extent: rows as u64,
+                level: ParLevel::Grid,
+            }],
             body: vec![Stmt::For {
                 var: v1,
                 start: IndexExpr::c(0),
                 end: IndexExpr::c(cols as i64),
                 step: lanes as i64,
-                body: vec![Stmt::Store { buf: BufId(2), index, value: e }],
+                body: vec![Stmt::Store {
+                    buf: BufId(2),
+                    index,
+                    value: e,
+                }],
             }],
         }],
         arena_bytes: 0,

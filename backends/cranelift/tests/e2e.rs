@@ -21,7 +21,12 @@ pub fn graph_inputs(g: &Graph, seed: u64) -> Vec<Tensor> {
             let t = g.ty(v);
             let shape: Vec<usize> = t.shape.fixed().expect("static shape");
             let name = g.values[v.index()].name.clone().unwrap_or_default();
-            random_tensor(t.dtype, &shape, if name.is_empty() { "small" } else { &name }, &mut rng)
+            random_tensor(
+                t.dtype,
+                &shape,
+                if name.is_empty() { "small" } else { &name },
+                &mut rng,
+            )
         })
         .collect()
 }
@@ -30,17 +35,24 @@ fn close(what: &str, want: &Tensor, got: &Tensor) {
     assert_eq!(want.shape(), got.shape(), "{what}");
     assert_eq!(want.dtype(), got.dtype(), "{what}");
     for (i, (p, q)) in want.to_f64_vec().iter().zip(got.to_f64_vec()).enumerate() {
-        let ok = (p.is_nan() && q.is_nan()) || *p == q || (p - q).abs() <= GRAPH_ABS_TOL + GRAPH_REL_TOL * p.abs();
-        assert!(ok, "{what}: element {i}: graph interpreter {p}, cranelift {q}");
+        let ok = (p.is_nan() && q.is_nan())
+            || *p == q
+            || (p - q).abs() <= GRAPH_ABS_TOL + GRAPH_REL_TOL * p.abs();
+        assert!(
+            ok,
+            "{what}: element {i}: graph interpreter {p}, cranelift {q}"
+        );
     }
 }
 
 /// Lowers and plans `src`, then compares Cranelift with both interpreters.
 pub fn e2e(src: &str) {
     let g = parse(src);
-    let mut p = schedule::lower(&g, &schedule::Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    let mut p =
+        schedule::lower(&g, &schedule::Options::default()).unwrap_or_else(|e| panic!("{e}"));
     kiln_passes::memplan::plan(&mut p);
-    let exe = compile(&p, &Options::default()).unwrap_or_else(|e| panic!("{e}\n{}", kiln_ir::kernel::text::print(&p)));
+    let exe = compile(&p, &Options::default())
+        .unwrap_or_else(|e| panic!("{e}\n{}", kiln_ir::kernel::text::print(&p)));
     for seed in 0..3 {
         let ins = graph_inputs(&g, seed);
         check_program_with(&p, &ins, &Options::default(), 0)

@@ -29,15 +29,30 @@ fn inputs() -> Vec<Tensor> {
 fn inputs_are_validated_by_count_dtype_and_shape() {
     let exe = compile(&text::parse(ADD).unwrap(), &Options::default()).unwrap();
     let e = exe.run(&inputs()[..1]).unwrap_err();
-    assert!(matches!(e, Error::InputCount { expected: 2, given: 1 }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::InputCount {
+                expected: 2,
+                given: 1
+            }
+        ),
+        "{e}"
+    );
     let mut bad = inputs();
     bad[1] = Tensor::from_vec(vec![8], vec![0f32; 8]).unwrap();
     let e = exe.run(&bad).unwrap_err().to_string();
-    assert!(e.contains("input 1") && e.contains("`z`") && e.contains("i32") && e.contains("f32"), "{e}");
+    assert!(
+        e.contains("input 1") && e.contains("`z`") && e.contains("i32") && e.contains("f32"),
+        "{e}"
+    );
     let mut bad = inputs();
     bad[0] = Tensor::from_vec(vec![8, 4], vec![0f32; 32]).unwrap();
     let e = exe.run(&bad).unwrap_err().to_string();
-    assert!(e.contains("input 0") && e.contains("`x`") && e.contains("[4, 8]") && e.contains("[8, 4]"), "{e}");
+    assert!(
+        e.contains("input 0") && e.contains("`x`") && e.contains("[4, 8]") && e.contains("[8, 4]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -58,7 +73,10 @@ program "cross" arena 0 {
     let e = compile(&p, &Options::default()).unwrap_err();
     assert!(matches!(e, Error::Unsupported { .. }), "{e}");
     let s = e.to_string();
-    assert!(s.contains("crossing") && s.contains("v2") && s.contains("barrier"), "{s}");
+    assert!(
+        s.contains("crossing") && s.contains("v2") && s.contains("barrier"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -70,7 +88,14 @@ fn programs_failing_verification_are_refused() {
 
 #[test]
 fn runs_concurrently_from_many_threads() {
-    let exe = compile(&text::parse(ADD).unwrap(), &Options { threads: 3, ..Options::default() }).unwrap();
+    let exe = compile(
+        &text::parse(ADD).unwrap(),
+        &Options {
+            threads: 3,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let want = kiln_ir::kernel::interp::run(&text::parse(ADD).unwrap(), &inputs()).unwrap();
     std::thread::scope(|s| {
         for _ in 0..6 {
@@ -126,10 +151,18 @@ program "exp" arena 0 {
 "#;
     let p = text::parse(src).unwrap();
     // -87..88 (normal results), plus specials.
-    let mut xs: Vec<f32> = (0..4090).map(|i| -87.0 + 175.0 * i as f32 / 4090.0).collect();
+    let mut xs: Vec<f32> = (0..4090)
+        .map(|i| -87.0 + 175.0 * i as f32 / 4090.0)
+        .collect();
     xs.extend([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 100.0]);
     let ins = vec![Tensor::from_vec(vec![4096], xs).unwrap()];
-    let opts = Options { fast_exp: true, ..Options::default() };
+    let opts = Options {
+        fast_exp: true,
+        ..Options::default()
+    };
     common::check_program_with(&p, &ins, &opts, common::FAST_EXP_ULP).unwrap();
-    assert!(dump_clif(&p).unwrap().contains("call"), "default exp calls libm");
+    assert!(
+        dump_clif(&p).unwrap().contains("call"),
+        "default exp calls libm"
+    );
 }

@@ -32,6 +32,8 @@ pub(crate) mod shape_ops;
 pub mod util;
 pub(crate) mod window;
 pub use window::{conv_axes, pool_axes, Axis as WindowAxis};
+pub use linalg::einsum::{einsum_space, EinsumSpace};
+pub use misc::resize::{resize_tables, ResizeAxisTaps, ResizeTables};
 
 use crate::{Attrs, Error, Graph, Op, OpClass, Result, Tensor};
 

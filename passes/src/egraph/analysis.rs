@@ -253,6 +253,20 @@ pub fn types_compatible(a: &[TensorType], b: &[TensorType]) -> bool {
             .all(|(x, y)| crate::patch::fits(x, y) || crate::patch::fits(y, x))
 }
 
+/// Whether two type lists are provably the same: same count, dtype and rank,
+/// and each dimension the same number or the same *named* symbol. An unknown
+/// dimension (`?Op`, which inference made up) equals nothing, not even another
+/// unknown: two `?Reshape` results may have different sizes. Admission control
+/// uses this, so a rewrite is only admitted where the types prove it shape-safe.
+pub fn types_provably_equal(a: &[TensorType], b: &[TensorType]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.dtype == y.dtype
+                && x.shape.rank() == y.shape.rank()
+                && x.shape.0.iter().zip(&y.shape.0).all(|(p, q)| p == q && !crate::patch::is_unknown(p))
+        })
+}
+
 impl Analysis<KNode> for KAnalysis {
     type Data = KData;
 
@@ -479,7 +493,7 @@ pub fn admit(eg: &mut KEGraph, rhs: &Rhs, rule: Symbol) -> Result<Vec<Id>, Refus
             .ok_or_else(|| Refusal::Malformed("bad root".into()))?
             .types;
         let want = &eg[class].data.types;
-        if !types_compatible(want, got) {
+        if !types_provably_equal(want, got) {
             return Err(Refusal::TypeMismatch {
                 want: want.clone(),
                 got: got.clone(),

@@ -47,6 +47,9 @@ use kiln_ir::Attrs;
 /// Query rows per grid point.
 pub const QUERY_BLOCK: usize = 16;
 
+/// Independent FMA chains per dot product (hides the FMA latency).
+const DOT_CHAINS: usize = 4;
+
 /// Head geometry (as in the reference interpreter's `Geometry`).
 #[derive(Clone, Debug, PartialEq)]
 struct Geo {
@@ -228,7 +231,7 @@ fn geometry(
             return Err("3-D inputs need the q_num_heads and kv_num_heads attributes".into());
         };
         let split = |what: &str, hidden: usize, heads: usize| -> Result<usize, String> {
-            if hidden % heads != 0 {
+            if !hidden.is_multiple_of(heads) {
                 return Err(format!(
                     "{what} hidden size {hidden} is not divisible by {heads} heads"
                 ));
@@ -347,7 +350,7 @@ fn chunks(n: usize, lanes: usize) -> Vec<(i64, u32)> {
     let mut v: Vec<(i64, u32)> = (0..n / lanes)
         .map(|c| ((c * lanes) as i64, lanes as u32))
         .collect();
-    if n % lanes != 0 {
+    if !n.is_multiple_of(lanes) {
         v.push(((n / lanes * lanes) as i64, (n % lanes) as u32));
     }
     v
@@ -433,23 +436,47 @@ impl Emit<'_> {
     /// dot product, softcap, bias.
     fn logit(&self, src: &KvSource, k_index: IndexExpr, jt: IndexExpr) -> Expr {
         let p = self.p;
-        // group chunks by lane count; fold each group with FMAs, reduce, add.
-        let mut groups: Vec<(u32, Expr)> = Vec::new();
+        // group chunks by lane count; within a group, fold the chunks into
+        // DOT_CHAINS independent FMA chains (short dependency chains), add
+        // the chains, reduce the lanes, then add the groups.
+        let mut groups: Vec<(u32, usize, Vec<Expr>)> = Vec::new();
         for &(qv, off, lanes) in &self.q {
             let mut kx = self.ld(src.k, p.kdt, k_index.clone().add(IndexExpr::c(off)), lanes);
             if self.half() {
                 kx = self.scaled_half(kx, lanes);
             }
-            match groups.iter_mut().find(|(n, _)| *n == lanes) {
-                Some((_, acc)) => {
-                    let prev = std::mem::replace(acc, Expr::f32(0.0));
-                    *acc = Expr::fma(Expr::var(qv), kx, prev);
+            let gi = match groups.iter().position(|(n, _, _)| *n == lanes) {
+                Some(gi) => gi,
+                None => {
+                    groups.push((lanes, 0, Vec::new()));
+                    groups.len() - 1
                 }
-                None => groups.push((lanes, bin(BinOp::Mul, Expr::var(qv), kx))),
+            };
+            let (_, count, chains) = &mut groups[gi];
+            let c = *count % DOT_CHAINS;
+            *count += 1;
+            if c == chains.len() {
+                chains.push(bin(BinOp::Mul, Expr::var(qv), kx));
+            } else {
+                let prev = std::mem::replace(&mut chains[c], Expr::f32(0.0));
+                chains[c] = Expr::fma(Expr::var(qv), kx, prev);
             }
         }
         let mut s: Option<Expr> = None;
-        for (lanes, e) in groups {
+        for (lanes, _, mut chains) in groups {
+            // pairwise: (c0 + c1) + (c2 + c3)
+            while chains.len() > 1 {
+                let mut next = Vec::with_capacity(chains.len().div_ceil(2));
+                let mut it = chains.into_iter();
+                while let Some(a) = it.next() {
+                    next.push(match it.next() {
+                        Some(b) => bin(BinOp::Add, a, b),
+                        None => a,
+                    });
+                }
+                chains = next;
+            }
+            let Some(e) = chains.pop() else { continue };
             let e = if lanes > 1 {
                 Expr::reduce_lanes(LaneOp::Add, e)
             } else {

@@ -57,20 +57,34 @@ pub(super) fn supports(
     if outputs.len() != 1 {
         return no(format!("{op} with {} outputs", outputs.len()));
     }
-    let (x, w) = match (inputs.first().copied().flatten(), inputs.get(1).copied().flatten()) {
+    let (x, w) = match (
+        inputs.first().copied().flatten(),
+        inputs.get(1).copied().flatten(),
+    ) {
         (Some(x), Some(w)) => (x, w),
         _ => return no(format!("{op} without X or W")),
     };
     if !matches!(x.dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16) || w.dtype != x.dtype
     {
-        return no(format!("{op} of {} by {} (float X and W of one dtype only)", x.dtype, w.dtype));
+        return no(format!(
+            "{op} of {} by {} (float X and W of one dtype only)",
+            x.dtype, w.dtype
+        ));
     }
-    let (xd, wd) = (x.shape.fixed().unwrap_or_default(), w.shape.fixed().unwrap_or_default());
+    let (xd, wd) = (
+        x.shape.fixed().unwrap_or_default(),
+        w.shape.fixed().unwrap_or_default(),
+    );
     conv_axes(op, &plain_attrs(op, attrs), &xd, &wd).map_err(|e| Reason(e.to_string()))?;
     if op == Op::Conv {
         if let Some(b) = inputs.get(2).copied().flatten() {
-            if b.dtype != x.dtype || b.shape.fixed().map(|s| s.iter().product::<usize>()) != Some(wd[0]) {
-                return no(format!("Conv bias {b} does not hold one {} per output channel", x.dtype));
+            if b.dtype != x.dtype
+                || b.shape.fixed().map(|s| s.iter().product::<usize>()) != Some(wd[0])
+            {
+                return no(format!(
+                    "Conv bias {b} does not hold one {} per output channel",
+                    x.dtype
+                ));
             }
         }
     } else {
@@ -117,10 +131,15 @@ impl Geo {
     fn new(op: Op, attrs: &Attrs, x: &[usize], w: &[usize]) -> Result<Geo, String> {
         let axes = conv_axes(op, attrs, x, w).map_err(|e| e.to_string())?;
         let group = attrs.int_or("group", 1).map_err(|e| e.to_string())?;
-        let group = usize::try_from(group).ok().filter(|&g| g >= 1).ok_or("group must be positive")?;
+        let group = usize::try_from(group)
+            .ok()
+            .filter(|&g| g >= 1)
+            .ok_or("group must be positive")?;
         let (c, m) = (x[1], w[0]);
         if w[1] * group != c || m % group != 0 {
-            return Err(format!("X {x:?} and W {w:?} do not match with group {group}"));
+            return Err(format!(
+                "X {x:?} and W {w:?} do not match with group {group}"
+            ));
         }
         let in_sp: Vec<usize> = axes.iter().map(|a| a.input).collect();
         let out_sp: Vec<usize> = axes.iter().map(|a| a.output).collect();
@@ -162,17 +181,26 @@ impl Geo {
                 .add(t[d].clone().mul(a.dilation as i64))
                 .add(IndexExpr::c(-a.pad_begin));
             let lo_ok = a.pad_begin <= 0;
-            let max_pos = ((a.output.max(1) - 1) * a.stride + (a.kernel - 1) * a.dilation) as i64 - a.pad_begin;
+            let max_pos = ((a.output.max(1) - 1) * a.stride + (a.kernel - 1) * a.dilation) as i64
+                - a.pad_begin;
             let hi_ok = max_pos < a.input as i64;
             let mut clamped = pos.clone();
             if !lo_ok {
                 clamped = clamped.max(IndexExpr::c(0));
-                let c = Expr::cmp(CmpOp::Ge, Expr::Index(pos.clone()), Expr::int(DType::I64, 0));
+                let c = Expr::cmp(
+                    CmpOp::Ge,
+                    Expr::Index(pos.clone()),
+                    Expr::int(DType::I64, 0),
+                );
                 cond = Some(and(cond, c));
             }
             if !hi_ok {
                 clamped = clamped.min(IndexExpr::c(a.input as i64 - 1));
-                let c = Expr::cmp(CmpOp::Lt, Expr::Index(pos), Expr::int(DType::I64, a.input as i64));
+                let c = Expr::cmp(
+                    CmpOp::Lt,
+                    Expr::Index(pos),
+                    Expr::int(DType::I64, a.input as i64),
+                );
                 cond = Some(and(cond, c));
             }
             idx = idx.add(clamped.mul(st[d] as i64));
@@ -287,12 +315,21 @@ impl Epilogue {
             };
             let v = kb.var();
             pre.push(Stmt::Let { var: v, value: e });
-            ins.push(Some(Val { e: Expr::var(v), dt: x.dt }));
+            ins.push(Some(Val {
+                e: Expr::var(v),
+                dt: x.dt,
+            }));
         }
-        let mut no_consts = |_: &Tensor| Val { e: Expr::int(DType::Bool, 0), dt: DType::Bool };
+        let mut no_consts = |_: &Tensor| Val {
+            e: Expr::int(DType::Bool, 0),
+            dt: DType::Bool,
+        };
         let r = compile(&self.body, &ins, &mut no_consts, l)?;
         if r.dt != self.out_dt {
-            return Err(format!("epilogue computes {} but the output is {}", r.dt, self.out_dt));
+            return Err(format!(
+                "epilogue computes {} but the output is {}",
+                r.dt, self.out_dt
+            ));
         }
         Ok((pre, to_storage(r.e, self.out_dt)))
     }
@@ -303,12 +340,19 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
     let wv = node.inputs.get(1).copied().flatten().ok_or("missing W")?;
     let out_v = node.outputs[0];
     let (x_dims, w_dims) = (cx.dims(xv), cx.dims(wv));
-    let geo = Geo::new(node.op, &plain_attrs(node.op, &node.attrs), &x_dims, &w_dims)?;
+    let geo = Geo::new(
+        node.op,
+        &plain_attrs(node.op, &node.attrs),
+        &x_dims,
+        &w_dims,
+    )?;
     let out_dims = cx.dims(out_v);
     let mut want = vec![geo.n, geo.m];
     want.extend(&geo.out_sp);
     if out_dims != want {
-        return Err(format!("output {out_dims:?} is not the convolution's {want:?}"));
+        return Err(format!(
+            "output {out_dims:?} is not the convolution's {want:?}"
+        ));
     }
     let dt = cx.dtype(xv);
     let out_dt = cx.dtype(out_v);
@@ -320,7 +364,15 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
         }
         _ => {
             let e = kiln_ir::fused::body(node.op, &node.attrs).map_err(|e| e.to_string())?;
-            (e, node.inputs[2..].iter().flatten().copied().collect::<Vec<_>>(), None)
+            (
+                e,
+                node.inputs[2..]
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .collect::<Vec<_>>(),
+                None,
+            )
         }
     };
     let extras: Vec<Extra> = extra_vals
@@ -328,15 +380,27 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
         .map(|&v| {
             let d = cx.dims(v);
             if d.len() > rank {
-                return Err(format!("epilogue operand {d:?} has a higher rank than the output"));
+                return Err(format!(
+                    "epilogue operand {d:?} has a higher rank than the output"
+                ));
             }
             let mut dims = vec![1; rank - d.len()];
             dims.extend(d);
-            Ok(Extra { buf: cx.buf(v), dt: cx.dtype(v), dims })
+            Ok(Extra {
+                buf: cx.buf(v),
+                dt: cx.dtype(v),
+                dims,
+            })
         })
         .collect::<Result<_, String>>()?;
     let bias = bias.map(|b| (cx.buf(b), cx.dtype(b)));
-    let epi = Epilogue { body, extras, bias, dt, out_dt };
+    let epi = Epilogue {
+        body,
+        extras,
+        bias,
+        dt,
+        out_dt,
+    };
     let lanes = cx.opts.lanes.max(1);
     let nr = cx.opts.nr_vecs.max(1) * lanes as usize;
     let depthwise = geo.cg == 1 && geo.group > 1;
@@ -346,7 +410,10 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
         && !depthwise
         && geo.out_size >= nr
         && geo.cg * geo.taps > 0
-        && epi.extras.iter().all(|x| x.dt == DType::F32 && x.spatial(&geo.out_sp).is_some());
+        && epi
+            .extras
+            .iter()
+            .all(|x| x.dt == DType::F32 && x.spatial(&geo.out_sp).is_some());
     let xb = cx.buf(xv);
     let ob = cx.out_buf(out_v);
     if fast {
@@ -409,7 +476,11 @@ fn lower_direct(
         value: Expr::binary(BinOp::Add, Expr::var(acc), Expr::binary(BinOp::Mul, xe, we)),
     };
     let mut inner = vec![
-        Stmt::Local { var: acc, ty: Ty::scalar(ct), init: zero },
+        Stmt::Local {
+            var: acc,
+            ty: Ty::scalar(ct),
+            init: zero,
+        },
         for_n(ci, geo.cg, nest(&t, &geo.k_sp, vec![step])),
     ];
     let (pre, val) = epi.apply(
@@ -426,7 +497,11 @@ fn lower_direct(
         .add(IndexExpr::var(gm))
         .mul(geo.out_size as i64)
         .add(flat(&oi, &geo.out_sp));
-    inner.push(Stmt::Store { buf: ob, index: out_idx, value: val });
+    inner.push(Stmt::Store {
+        buf: ob,
+        index: out_idx,
+        value: val,
+    });
     let body = nest(&o, &geo.out_sp, inner);
     cx.push(kb.finish(body));
     Ok(())
@@ -619,12 +694,17 @@ pub(super) mod tests {
     /// A constant of random values in [-1, 1), printed as a list.
     pub(in crate::schedule) fn rand_list(n: usize, seed: u64) -> String {
         let mut r = Rng::new(seed);
-        let v: Vec<String> = (0..n).map(|_| format!("{:.4}", r.unit() * 2.0 - 1.0)).collect();
+        let v: Vec<String> = (0..n)
+            .map(|_| format!("{:.4}", r.unit() * 2.0 - 1.0))
+            .collect();
         format!("[{}]", v.join(", "))
     }
 
     fn dims(d: &[usize]) -> String {
-        d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+        d.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     fn unknown(rank: usize) -> String {
@@ -632,7 +712,14 @@ pub(super) mod tests {
     }
 
     /// `Conv[attrs](x, W[, b])` with W (and b) constant or graph inputs.
-    fn conv_src(dt: &str, x: &[usize], w: &[usize], attrs: &str, const_w: bool, bias: bool) -> String {
+    fn conv_src(
+        dt: &str,
+        x: &[usize],
+        w: &[usize],
+        attrs: &str,
+        const_w: bool,
+        bias: bool,
+    ) -> String {
         let nw: usize = w.iter().product();
         let mut s = format!("graph @t {{\n in %0 \"x\": {dt}[{}]\n", dims(x));
         if const_w {
@@ -659,7 +746,12 @@ pub(super) mod tests {
 
     /// Small cache blocks, so that the K/N/M-blocked GEMM runs on small shapes.
     fn blocked() -> Options {
-        Options { mc: 8, nc: 16, kc: 8, ..Options::default() }
+        Options {
+            mc: 8,
+            nc: 16,
+            kc: 8,
+            ..Options::default()
+        }
     }
 
     fn check_conv(x: &[usize], w: &[usize], attrs: &str, bias: bool) -> Program {
@@ -680,12 +772,36 @@ pub(super) mod tests {
     #[test]
     fn conv2d_padding_strides_dilations() {
         check_conv(&[1, 3, 7, 9], &[5, 3, 3, 3], "[pads=[1,1,1,1]]", true);
-        check_conv(&[2, 4, 9, 8], &[6, 4, 3, 3], "[strides=[2,2], pads=[1,0,0,1]]", true);
-        check_conv(&[1, 3, 11, 10], &[13, 3, 3, 3], "[dilations=[2,2], pads=[2,2,2,2]]", false);
-        check_conv(&[1, 2, 9, 12], &[7, 2, 2, 5], "[strides=[1,2], pads=[0,2,1,2]]", true);
+        check_conv(
+            &[2, 4, 9, 8],
+            &[6, 4, 3, 3],
+            "[strides=[2,2], pads=[1,0,0,1]]",
+            true,
+        );
+        check_conv(
+            &[1, 3, 11, 10],
+            &[13, 3, 3, 3],
+            "[dilations=[2,2], pads=[2,2,2,2]]",
+            false,
+        );
+        check_conv(
+            &[1, 2, 9, 12],
+            &[7, 2, 2, 5],
+            "[strides=[1,2], pads=[0,2,1,2]]",
+            true,
+        );
         check_conv(&[1, 3, 10, 10], &[4, 3, 3, 3], "", false);
-        let p = check_conv(&[1, 3, 16, 16], &[8, 3, 7, 7], "[strides=[2,2], pads=[3,3,3,3]]", true);
-        assert!(kernel_names(&p).iter().any(|n| n.ends_with("im2col")), "{:?}", kernel_names(&p));
+        let p = check_conv(
+            &[1, 3, 16, 16],
+            &[8, 3, 7, 7],
+            "[strides=[2,2], pads=[3,3,3,3]]",
+            true,
+        );
+        assert!(
+            kernel_names(&p).iter().any(|n| n.ends_with("im2col")),
+            "{:?}",
+            kernel_names(&p)
+        );
     }
 
     #[test]
@@ -700,8 +816,18 @@ pub(super) mod tests {
 
     #[test]
     fn conv2d_groups_and_depthwise() {
-        check_conv(&[2, 4, 8, 9], &[6, 2, 3, 3], "[group=2, pads=[1,1,1,1]]", true);
-        check_conv(&[1, 6, 9, 9], &[9, 2, 3, 3], "[group=3, strides=[2,2]]", false);
+        check_conv(
+            &[2, 4, 8, 9],
+            &[6, 2, 3, 3],
+            "[group=2, pads=[1,1,1,1]]",
+            true,
+        );
+        check_conv(
+            &[1, 6, 9, 9],
+            &[9, 2, 3, 3],
+            "[group=3, strides=[2,2]]",
+            false,
+        );
         // depthwise, multiplier 1 and 2: the direct schedule
         for (m, s) in [(6, 1), (6, 2), (12, 1)] {
             let attrs = format!("[group=6, pads=[1,1,1,1], strides=[{s},{s}]]");
@@ -715,7 +841,10 @@ pub(super) mod tests {
         let p = check_conv(&[2, 8, 5, 7], &[12, 8, 1, 1], "", true);
         assert_eq!(p.kernels.len(), 1, "{:?}", kernel_names(&p));
         // the packed weight is there
-        assert!(p.buffers.iter().any(|b| b.name.as_deref().is_some_and(|n| n.ends_with("(packed)"))));
+        assert!(p
+            .buffers
+            .iter()
+            .any(|b| b.name.as_deref().is_some_and(|n| n.ends_with("(packed)"))));
         // 1x1 with stride 2 needs the im2col
         let p = check_conv(&[1, 8, 9, 9], &[5, 8, 1, 1], "[strides=[2,2]]", false);
         assert_eq!(p.kernels.len(), 2, "{:?}", kernel_names(&p));
@@ -731,22 +860,50 @@ pub(super) mod tests {
     #[test]
     fn conv1d_and_conv3d() {
         check_conv(&[2, 3, 17], &[4, 3, 3], "[strides=[2], pads=[1,1]]", true);
-        check_conv(&[1, 4, 20], &[6, 2, 5], "[group=2, dilations=[2], pads=[3,1]]", false);
-        check_conv(&[1, 2, 5, 6, 7], &[3, 2, 3, 3, 3], "[pads=[1,1,1,1,1,1]]", true);
-        check_conv(&[1, 2, 6, 6, 6], &[4, 2, 2, 2, 2], "[strides=[2,2,2]]", false);
+        check_conv(
+            &[1, 4, 20],
+            &[6, 2, 5],
+            "[group=2, dilations=[2], pads=[3,1]]",
+            false,
+        );
+        check_conv(
+            &[1, 2, 5, 6, 7],
+            &[3, 2, 3, 3, 3],
+            "[pads=[1,1,1,1,1,1]]",
+            true,
+        );
+        check_conv(
+            &[1, 2, 6, 6, 6],
+            &[4, 2, 2, 2, 2],
+            "[strides=[2,2,2]]",
+            false,
+        );
     }
 
     #[test]
     fn conv_other_dtypes() {
         for (dt, tol) in [("f64", 1e-12), ("f16", 1e-2), ("bf16", 2e-2)] {
             for const_w in [true, false] {
-                let src = typed(&conv_src(dt, &[1, 3, 6, 7], &[4, 3, 3, 3], "[pads=[1,1,1,1]]", const_w, true));
+                let src = typed(&conv_src(
+                    dt,
+                    &[1, 3, 6, 7],
+                    &[4, 3, 3, 3],
+                    "[pads=[1,1,1,1]]",
+                    const_w,
+                    true,
+                ));
                 check_with(&src, &opts(), tol);
             }
         }
     }
 
-    fn fused_src(x: &[usize], w: &[usize], attrs: &str, epilogue: &str, extras: &[Vec<usize>]) -> String {
+    fn fused_src(
+        x: &[usize],
+        w: &[usize],
+        attrs: &str,
+        epilogue: &str,
+        extras: &[Vec<usize>],
+    ) -> String {
         let nw: usize = w.iter().product();
         let mut s = format!(
             "graph @t {{\n in %0 \"x\": f32[{}]\n const %1: f32[{}] = {}\n",
@@ -775,10 +932,19 @@ pub(super) mod tests {
         for (attrs, h, wd) in [("pads=[1,1,1,1]", 9, 10), ("strides=[2,2]", 4, 4)] {
             let cases: Vec<(&str, Vec<Vec<usize>>)> = vec![
                 ("Relu(Add(%0, %1))", vec![vec![8, 1, 1]]),
-                ("Relu(Add(Add(%0, %1), %2))", vec![vec![8, 1, 1], vec![2, 8, h, wd]]),
-                ("Add(Relu(Add(%0, %1)), %2)", vec![vec![8, 1, 1], vec![8, h, wd]]),
+                (
+                    "Relu(Add(Add(%0, %1), %2))",
+                    vec![vec![8, 1, 1], vec![2, 8, h, wd]],
+                ),
+                (
+                    "Add(Relu(Add(%0, %1)), %2)",
+                    vec![vec![8, 1, 1], vec![8, h, wd]],
+                ),
                 ("Mul(Sigmoid(%0), %0)", vec![]),
-                ("Clip(Add(%0, %1), tensor<f32[]> 0.0, tensor<f32[]> 6.0)", vec![vec![1, 8, 1, 1]]),
+                (
+                    "Clip(Add(%0, %1), tensor<f32[]> 0.0, tensor<f32[]> 6.0)",
+                    vec![vec![1, 8, 1, 1]],
+                ),
             ];
             for (e, extras) in &cases {
                 let src = typed(&fused_src(&x, &w, attrs, e, extras));
@@ -787,10 +953,22 @@ pub(super) mod tests {
             }
         }
         // an operand broadcast along one spatial axis only: the direct schedule
-        let src = typed(&fused_src(&x, &w, "pads=[1,1,1,1]", "Add(%0, %1)", &[vec![1, 10]]));
+        let src = typed(&fused_src(
+            &x,
+            &w,
+            "pads=[1,1,1,1]",
+            "Add(%0, %1)",
+            &[vec![1, 10]],
+        ));
         check_with(&src, &opts(), 1e-5);
         // depthwise with an epilogue
-        let src = typed(&fused_src(&[1, 4, 8, 8], &[4, 1, 3, 3], "group=4, pads=[1,1,1,1]", "Relu(Add(%0, %1))", &[vec![4, 1, 1]]));
+        let src = typed(&fused_src(
+            &[1, 4, 8, 8],
+            &[4, 1, 3, 3],
+            "group=4, pads=[1,1,1,1]",
+            "Relu(Add(%0, %1))",
+            &[vec![4, 1, 1]],
+        ));
         check_with(&src, &opts(), 1e-5);
     }
 
@@ -800,7 +978,10 @@ pub(super) mod tests {
             "graph @t {\n in %0: f32[1,2,5,5]\n in %1: f32[2,3,3,3]\n %2: f32[?,?,?,?] = ConvTranspose(%0, %1) @my_deconv\n out %2\n}",
         ));
         let e = super::super::lower(&g, &opts()).unwrap_err().to_string();
-        assert!(e.contains("my_deconv") && e.contains("ConvTranspose"), "{e}");
+        assert!(
+            e.contains("my_deconv") && e.contains("ConvTranspose"),
+            "{e}"
+        );
     }
 
     /// A ResNet-50 bottleneck block (1×1 reduce, 3×3, 1×1 expand, each with
@@ -840,11 +1021,18 @@ pub(super) mod tests {
         let mut v = id;
         let mut node = |s: &mut String, op: &str, args: &[usize], rank: usize| -> usize {
             let a: Vec<String> = args.iter().map(|x| format!("%{x}")).collect();
-            *s += &format!(" %{v}: f32[{}] = {op}({}) @n{v}\n", unknown(rank), a.join(", "));
+            *s += &format!(
+                " %{v}: f32[{}] = {op}({}) @n{v}\n",
+                unknown(rank),
+                a.join(", ")
+            );
             v += 1;
             v - 1
         };
-        let bnorm = |s: &mut String, node: &mut dyn FnMut(&mut String, &str, &[usize], usize) -> usize, x: usize, p: &[usize]| {
+        let bnorm = |s: &mut String,
+                     node: &mut dyn FnMut(&mut String, &str, &[usize], usize) -> usize,
+                     x: usize,
+                     p: &[usize]| {
             node(s, "BatchNormalization", &[x, p[0], p[1], p[2], p[3]], 4)
         };
         let a = node(&mut s, "Conv", &[0, w1], 4);
@@ -859,7 +1047,12 @@ pub(super) mod tests {
         let sc = bnorm(&mut s, &mut node, sc, &bn[3]);
         let y = node(&mut s, "Add", &[c3, sc], 4);
         let y = node(&mut s, "Relu", &[y], 4);
-        let mp = node(&mut s, "MaxPool[kernel_shape=[3,3], strides=[2,2], pads=[1,1,1,1]]", &[y], 4);
+        let mp = node(
+            &mut s,
+            "MaxPool[kernel_shape=[3,3], strides=[2,2], pads=[1,1,1,1]]",
+            &[y],
+            4,
+        );
         let gap = node(&mut s, "GlobalAveragePool", &[mp], 4);
         s += &format!(" out %{y}, %{gap}\n}}");
         let src = typed(&s);
@@ -884,9 +1077,20 @@ pub(super) mod tests {
         };
         let g = kiln_ir::text::parse(&src, "<t>").unwrap();
         let val = |i: usize| -> Vec<f32> {
-            g.consts[&kiln_ir::ValueId(i as u32)].as_slice::<f32>().unwrap().to_vec()
+            g.consts[&kiln_ir::ValueId(i as u32)]
+                .as_slice::<f32>()
+                .unwrap()
+                .to_vec()
         };
-        let list = |v: &[f32]| format!("[{}]", v.iter().map(|x| format!("{x:?}")).collect::<Vec<_>>().join(", "));
+        let list = |v: &[f32]| {
+            format!(
+                "[{}]",
+                v.iter()
+                    .map(|x| format!("{x:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         let bnp = |k: usize| -> Vec<Vec<f32>> { bn[k].iter().map(|&i| val(i)).collect() };
         let (f1, b1) = fold(&val(w1), mid, &bnp(0));
         let (f2, b2) = fold(&val(w2), mid, &bnp(1));

@@ -507,10 +507,24 @@ impl Blocking {
         let kc = opts.kc.max(1);
         let nc = opts.nc.max(nr) / nr * nr;
         if k <= kc && n <= nc {
-            return Blocking { mr, nr, lanes, mc: mr, nc: n.div_ceil(nr).max(1) * nr, kc: k.max(1) };
+            return Blocking {
+                mr,
+                nr,
+                lanes,
+                mc: mr,
+                nc: n.div_ceil(nr).max(1) * nr,
+                kc: k.max(1),
+            };
         }
         let mc = (opts.mc.max(mr) / mr * mr).min(m.div_ceil(mr) * mr);
-        Blocking { mr, nr, lanes, mc, nc, kc: kc.min(k.max(1)) }
+        Blocking {
+            mr,
+            nr,
+            lanes,
+            mc,
+            nc,
+            kc: kc.min(k.max(1)),
+        }
     }
 }
 
@@ -549,22 +563,30 @@ pub(super) fn tiled_gemm(
     let nv = nr / lanes as usize;
     let vt = Ty::vector(DType::F32, lanes);
     // `ib` (row tile) loop around `inner(ib)`
-    let row_loop = |kb: &mut KernelBuilder,
-                    inner: &mut dyn FnMut(&mut KernelBuilder, IndexExpr) -> Result<Vec<Stmt>, String>|
-     -> Result<Vec<Stmt>, String> {
-        if rows_per == 1 {
-            return inner(kb, IndexExpr::var(gi));
-        }
-        let ib = kb.var();
-        let s = IndexExpr::var(gi).mul(rows_per as i64);
-        let e = s.clone().add(IndexExpr::c(rows_per as i64)).min(IndexExpr::c(mt as i64));
-        let body = inner(kb, IndexExpr::var(ib))?;
-        Ok(vec![for_(ib, s, e, 1, body)])
-    };
+    let row_loop =
+        |kb: &mut KernelBuilder,
+         inner: &mut dyn FnMut(&mut KernelBuilder, IndexExpr) -> Result<Vec<Stmt>, String>|
+         -> Result<Vec<Stmt>, String> {
+            if rows_per == 1 {
+                return inner(kb, IndexExpr::var(gi));
+            }
+            let ib = kb.var();
+            let s = IndexExpr::var(gi).mul(rows_per as i64);
+            let e = s
+                .clone()
+                .add(IndexExpr::c(rows_per as i64))
+                .min(IndexExpr::c(mt as i64));
+            let body = inner(kb, IndexExpr::var(ib))?;
+            Ok(vec![for_(ib, s, e, 1, body)])
+        };
     let rows_of = |ib: &IndexExpr| -> (IndexExpr, Vec<IndexExpr>) {
         let i0 = ib.clone().mul(mr as i64);
         let rows = (0..mr)
-            .map(|r| i0.clone().add(IndexExpr::c(r as i64)).min(IndexExpr::c(m as i64 - 1)))
+            .map(|r| {
+                i0.clone()
+                    .add(IndexExpr::c(r as i64))
+                    .min(IndexExpr::c(m as i64 - 1))
+            })
             .collect();
         (i0, rows)
     };
@@ -573,7 +595,9 @@ pub(super) fn tiled_gemm(
     let (p_start, p_end) = match pc {
         Some(pc) => (
             IndexExpr::var(pc),
-            IndexExpr::var(pc).add(IndexExpr::c(bl.kc as i64)).min(IndexExpr::c(k as i64)),
+            IndexExpr::var(pc)
+                .add(IndexExpr::c(bl.kc as i64))
+                .min(IndexExpr::c(k as i64)),
         ),
         None => (IndexExpr::c(0), IndexExpr::c(k as i64)),
     };
@@ -585,19 +609,31 @@ pub(super) fn tiled_gemm(
         let mut tile = Vec::new();
         let abase: Vec<Var> = (0..mr).map(|_| kb.var()).collect();
         for (r, &v) in abase.iter().enumerate() {
-            tile.push(Stmt::Let { var: v, value: Expr::Index((g.a_base)(rows[r].clone())) });
+            tile.push(Stmt::Let {
+                var: v,
+                value: Expr::Index((g.a_base)(rows[r].clone())),
+            });
         }
         let bbase = kb.var();
         tile.push(Stmt::Let {
             var: bbase,
-            value: Expr::Index((g.b_base)(&BCol::Tile { jb: IndexExpr::var(jb), off: 0 })),
+            value: Expr::Index((g.b_base)(&BCol::Tile {
+                jb: IndexExpr::var(jb),
+                off: 0,
+            })),
         });
-        let accs: Vec<Vec<Var>> = (0..mr).map(|_| (0..nv).map(|_| kb.var()).collect()).collect();
+        let accs: Vec<Vec<Var>> = (0..mr)
+            .map(|_| (0..nv).map(|_| kb.var()).collect())
+            .collect();
         let col = |v: usize| j0.clone().add(IndexExpr::c((v * lanes as usize) as i64));
         let mut reload = Vec::new();
         for (r, row) in accs.iter().enumerate() {
             for (v, &a) in row.iter().enumerate() {
-                tile.push(Stmt::Local { var: a, ty: vt, init: fconst(DType::F32, 0.0, lanes) });
+                tile.push(Stmt::Local {
+                    var: a,
+                    ty: vt,
+                    init: fconst(DType::F32, 0.0, lanes),
+                });
                 reload.push(Stmt::Assign {
                     var: a,
                     value: Expr::load(g.out, (g.out_at)(rows[r].clone(), col(v)), lanes),
@@ -617,12 +653,18 @@ pub(super) fn tiled_gemm(
             let idx = IndexExpr::var(bbase)
                 .add(IndexExpr::var(p).mul(g.b_pstride))
                 .add(IndexExpr::c((v * lanes as usize) as i64));
-            kbody.push(Stmt::Let { var: bvar, value: Expr::load(g.b, idx, lanes) });
+            kbody.push(Stmt::Let {
+                var: bvar,
+                value: Expr::load(g.b, idx, lanes),
+            });
         }
         for (r, row) in accs.iter().enumerate() {
             let av = kb.var();
             let idx = IndexExpr::var(abase[r]).add(IndexExpr::var(p).mul(g.a_pstride));
-            kbody.push(Stmt::Let { var: av, value: Expr::splat(lanes, Expr::load(g.a, idx, 1)) });
+            kbody.push(Stmt::Let {
+                var: av,
+                value: Expr::splat(lanes, Expr::load(g.a, idx, 1)),
+            });
             for (v, &a) in row.iter().enumerate() {
                 kbody.push(Stmt::Assign {
                     var: a,
@@ -641,7 +683,11 @@ pub(super) fn tiled_gemm(
             for (v, &a) in row.iter().enumerate() {
                 let (pre, val) = (g.epi)(kb, Expr::var(a), ic.clone(), col(v), lanes)?;
                 fin.extend(pre);
-                fin.push(Stmt::Store { buf: g.out, index: (g.out_at)(ic.clone(), col(v)), value: val });
+                fin.push(Stmt::Store {
+                    buf: g.out,
+                    index: (g.out_at)(ic.clone(), col(v)),
+                    value: val,
+                });
                 part.push(Stmt::Store {
                     buf: g.out,
                     index: (g.out_at)(ic.clone(), col(v)),
@@ -666,7 +712,10 @@ pub(super) fn tiled_gemm(
         let (js, je) = match gj {
             Some(gj) => {
                 let s = IndexExpr::var(gj).mul(cols_per as i64);
-                let e = s.clone().add(IndexExpr::c(cols_per as i64)).min(IndexExpr::c(full as i64));
+                let e = s
+                    .clone()
+                    .add(IndexExpr::c(cols_per as i64))
+                    .min(IndexExpr::c(full as i64));
                 (s, e)
             }
             None => (IndexExpr::c(0), IndexExpr::c(full as i64)),
@@ -676,7 +725,13 @@ pub(super) fn tiled_gemm(
     let mut body = Vec::new();
     let blocks = row_loop(kb, &mut tiles)?;
     match pc {
-        Some(pc) => body.push(for_(pc, IndexExpr::c(0), IndexExpr::c(k as i64), bl.kc as i64, blocks)),
+        Some(pc) => body.push(for_(
+            pc,
+            IndexExpr::c(0),
+            IndexExpr::c(k as i64),
+            bl.kc as i64,
+            blocks,
+        )),
         None => body.extend(blocks),
     }
     // column tail: scalar, all of K
@@ -692,7 +747,11 @@ pub(super) fn tiled_gemm(
                 let b_idx = (g.b_base)(&BCol::Tail(IndexExpr::var(j)))
                     .add(IndexExpr::var(p2).mul(g.b_pstride));
                 let mut s = vec![
-                    Stmt::Local { var: acc, ty: Ty::scalar(DType::F32), init: Expr::f32(0.0) },
+                    Stmt::Local {
+                        var: acc,
+                        ty: Ty::scalar(DType::F32),
+                        init: Expr::f32(0.0),
+                    },
                     for_n(
                         p2,
                         k,
@@ -708,12 +767,18 @@ pub(super) fn tiled_gemm(
                 ];
                 let (pre, val) = (g.epi)(kb, Expr::var(acc), row.clone(), IndexExpr::var(j), 1)?;
                 s.extend(pre);
-                s.push(Stmt::Store { buf: g.out, index: (g.out_at)(row.clone(), IndexExpr::var(j)), value: val });
+                s.push(Stmt::Store {
+                    buf: g.out,
+                    index: (g.out_at)(row.clone(), IndexExpr::var(j)),
+                    value: val,
+                });
                 t.push(guard_row(i, m, s));
             }
             let (js, je) = match gj {
                 Some(gj) => (
-                    IndexExpr::var(gj).mul(bl.nc as i64).max(IndexExpr::c((full * nr) as i64)),
+                    IndexExpr::var(gj)
+                        .mul(bl.nc as i64)
+                        .max(IndexExpr::c((full * nr) as i64)),
                     IndexExpr::var(gj)
                         .mul(bl.nc as i64)
                         .add(IndexExpr::c(bl.nc as i64))
@@ -788,17 +853,30 @@ mod tests {
 
     /// Small cache blocks, so that K, N and M are all split on small shapes.
     fn blocked() -> Options {
-        Options { mc: 8, nc: 16, kc: 8, ..Options::default() }
+        Options {
+            mc: 8,
+            nc: 16,
+            kc: 8,
+            ..Options::default()
+        }
     }
 
     fn w_const(k: usize, n: usize) -> String {
-        let v: Vec<String> = (0..k * n).map(|i| format!("{}.0", (i * 7 % 11) as i32 - 5)).collect();
+        let v: Vec<String> = (0..k * n)
+            .map(|i| format!("{}.0", (i * 7 % 11) as i32 - 5))
+            .collect();
         format!("[{}]", v.join(", "))
     }
 
     #[test]
     fn cache_blocked_matmul_matches_the_reference() {
-        for (m, k, n) in [(13, 17, 23), (33, 40, 50), (4, 9, 16), (1, 30, 40), (20, 8, 17)] {
+        for (m, k, n) in [
+            (13, 17, 23),
+            (33, 40, 50),
+            (4, 9, 16),
+            (1, 30, 40),
+            (20, 8, 17),
+        ] {
             let src = format!(
                 "graph @t {{\n in %0: f32[{m},{k}]\n in %1: f32[{k},{n}]\n %2: f32[{m},{n}] = MatMul(%0, %1) @mm\n out %2\n}}"
             );

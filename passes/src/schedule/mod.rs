@@ -21,19 +21,32 @@
 //! - [`pool`]: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool;
 //! - [`attention`]: ONNX Attention, FlashAttention-style (online softmax);
 //! - [`movement`]: Transpose, Slice, Gather, Concat, Split, Expand and the
-//!   aliasing reshapes.
+//!   aliasing reshapes;
+//! - [`gather`]: GatherElements, GatherND; [`scatter`]: ScatterElements,
+//!   ScatterND; [`layout`]: Tile, Pad, DepthToSpace, SpaceToDepth;
+//!   [`select`]: Trilu, ReverseSequence, OneHot, EyeLike; [`scan`]: CumSum;
+//!   [`misc`]: Range, TopK; [`resize`]: Resize; [`einsum`]: Einsum.
 //!
 //! The list of what is supported is [`supports`]; every other node is a
 //! [`PassError`] naming it, never a silent fallback.
 
 pub mod attention;
 pub mod conv;
+pub mod einsum;
 pub mod elementwise;
+pub mod gather;
+mod indexing;
+pub mod layout;
 pub mod matmul;
+pub mod misc;
 pub mod movement;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
+pub mod resize;
+pub mod scan;
+pub mod scatter;
+pub mod select;
 
 use crate::error::PassError;
 use kiln_ir::kernel::{
@@ -111,6 +124,24 @@ pub fn supports(
                 t.shape
             ));
         }
+    }
+    // Ops whose schedules live outside their class's module.
+    match op {
+        Op::GatherElements | Op::GatherND => return gather::supports(op, attrs, inputs, outputs),
+        Op::ScatterElements | Op::ScatterND => {
+            return scatter::supports(op, attrs, inputs, outputs)
+        }
+        Op::Tile | Op::Pad | Op::DepthToSpace | Op::SpaceToDepth => {
+            return layout::supports(op, attrs, inputs, outputs)
+        }
+        Op::Trilu | Op::ReverseSequence | Op::OneHot | Op::EyeLike => {
+            return select::supports(op, attrs, inputs, outputs)
+        }
+        Op::CumSum => return scan::supports(op, attrs, inputs, outputs),
+        Op::Range | Op::TopK => return misc::supports(op, attrs, inputs, outputs),
+        Op::Resize => return resize::supports(op, attrs, inputs, outputs),
+        Op::Einsum => return einsum::supports(op, attrs, inputs, outputs),
+        _ => {}
     }
     match op.class() {
         OpClass::Elementwise => elementwise::supports(op, attrs, inputs, outputs),
@@ -258,7 +289,22 @@ impl<'g> Lower<'g> {
     }
 
     fn node(&mut self, node: &Node) -> Result<(), PassError> {
-        let r = match node.op.class() {
+        let r = match node.op {
+            Op::GatherElements | Op::GatherND => gather::lower(self, node),
+            Op::ScatterElements | Op::ScatterND => scatter::lower(self, node),
+            Op::Tile | Op::Pad | Op::DepthToSpace | Op::SpaceToDepth => layout::lower(self, node),
+            Op::Trilu | Op::ReverseSequence | Op::OneHot | Op::EyeLike => select::lower(self, node),
+            Op::CumSum => scan::lower(self, node),
+            Op::Range | Op::TopK => misc::lower(self, node),
+            Op::Resize => resize::lower(self, node),
+            Op::Einsum => einsum::lower(self, node),
+            _ => self.node_by_class(node),
+        };
+        r.map_err(|m| PassError::node(PASS, node, m))
+    }
+
+    fn node_by_class(&mut self, node: &Node) -> Result<(), String> {
+        match node.op.class() {
             OpClass::Elementwise => elementwise::lower(self, node),
             OpClass::Fused if node.op == Op::FusedElementwise => elementwise::lower(self, node),
             OpClass::Conv => conv::lower(self, node),
@@ -270,8 +316,7 @@ impl<'g> Lower<'g> {
             OpClass::Movement => movement::lower(self, node),
             OpClass::Attention => attention::lower(self, node),
             _ => Err(format!("{} has no kernel schedule", node.op)),
-        };
-        r.map_err(|m| PassError::node(PASS, node, m))
+        }
     }
 
     /// Turns graph outputs into Output buffers: a temp computed for exactly

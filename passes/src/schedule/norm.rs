@@ -336,7 +336,10 @@ fn channel_supports(
 ) -> Result<(), Reason> {
     let no = |m: String| Err(Reason(m));
     if outputs.len() != 1 {
-        return no(format!("{op} with {} outputs (only output 0 is scheduled)", outputs.len()));
+        return no(format!(
+            "{op} with {} outputs (only output 0 is scheduled)",
+            outputs.len()
+        ));
     }
     let x = match inputs.first().copied().flatten() {
         Some(x) if x.dtype.is_float() => x,
@@ -356,7 +359,9 @@ fn channel_supports(
     };
     for p in inputs[1..n_params].iter().flatten() {
         if p.shape.rank() > 1 || p.shape.fixed().map(|s| s.iter().product::<usize>()) != Some(c) {
-            return no(format!("{op}: parameter {p} is not one value per channel ({c})"));
+            return no(format!(
+                "{op}: parameter {p} is not one value per channel ({c})"
+            ));
         }
     }
     let ai = |n: &str, d: i64| attrs.int_or(n, d).map_err(|e| Reason(e.to_string()));
@@ -383,8 +388,15 @@ fn lower_channel(cx: &mut Lower, node: &Node) -> Result<(), String> {
     let x = node.inputs[0].ok_or("missing input 0")?;
     let dims = cx.dims(x);
     let dt = cx.dtype(x);
-    let ct = if dt == DType::F64 { DType::F64 } else { DType::F32 };
-    let eps = node.attrs.float_or("epsilon", 1e-5).map_err(|e| e.to_string())?;
+    let ct = if dt == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let eps = node
+        .attrs
+        .float_or("epsilon", 1e-5)
+        .map_err(|e| e.to_string())?;
     let (c, inner) = match dims.as_slice() {
         [_] => (1, 1),
         [_, c, rest @ ..] => (*c, rest.iter().product::<usize>()),
@@ -392,10 +404,19 @@ fn lower_channel(cx: &mut Lower, node: &Node) -> Result<(), String> {
     };
     let planes = dims.iter().product::<usize>() / (c * inner).max(1) * c;
     let xb = cx.buf(x);
-    let n_params = if node.op == Op::BatchNormalization { 4 } else { 2 };
+    let n_params = if node.op == Op::BatchNormalization {
+        4
+    } else {
+        2
+    };
     let mut params = Vec::new();
     for i in 1..=n_params {
-        let v = node.inputs.get(i).copied().flatten().ok_or(format!("missing input {i}"))?;
+        let v = node
+            .inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or(format!("missing input {i}"))?;
         params.push((cx.buf(v), cx.dtype(v)));
     }
     let ob = cx.out_buf(node.outputs[0]);
@@ -437,32 +458,63 @@ fn lower_channel(cx: &mut Lower, node: &Node) -> Result<(), String> {
             }
             body.push(Stmt::Let { var: v, value: e });
         }
-        let lanes = if dt == DType::F32 { cx.opts.lanes.max(1) } else { 1 };
+        let lanes = if dt == DType::F32 {
+            cx.opts.lanes.max(1)
+        } else {
+            1
+        };
         let base = IndexExpr::var(g).mul(inner as i64);
         let y = |i: IndexExpr, l: u32| -> Stmt {
             let p = |k: usize| Expr::splat(l, Expr::var(pv[k]));
             let xv = ld(xb, dt, base.clone().add(i.clone()), l);
             let v = bin(
                 BinOp::Add,
-                bin(BinOp::Div, bin(BinOp::Mul, p(0), bin(BinOp::Sub, xv, p(2))), p(3)),
+                bin(
+                    BinOp::Div,
+                    bin(BinOp::Mul, p(0), bin(BinOp::Sub, xv, p(2))),
+                    p(3),
+                ),
                 p(1),
             );
-            Stmt::Store { buf: ob, index: base.clone().add(i), value: st(v) }
+            Stmt::Store {
+                buf: ob,
+                index: base.clone().add(i),
+                value: st(v),
+            }
         };
-        let main = if lanes > 1 { inner / lanes as usize * lanes as usize } else { 0 };
+        let main = if lanes > 1 {
+            inner / lanes as usize * lanes as usize
+        } else {
+            0
+        };
         if main > 0 {
             let j = kb.var();
-            body.push(for_(j, IndexExpr::c(0), IndexExpr::c(main as i64), lanes as i64, vec![y(IndexExpr::var(j), lanes)]));
+            body.push(for_(
+                j,
+                IndexExpr::c(0),
+                IndexExpr::c(main as i64),
+                lanes as i64,
+                vec![y(IndexExpr::var(j), lanes)],
+            ));
         }
         if main < inner {
             let j = kb.var();
-            body.push(for_(j, IndexExpr::c(main as i64), IndexExpr::c(inner as i64), 1, vec![y(IndexExpr::var(j), 1)]));
+            body.push(for_(
+                j,
+                IndexExpr::c(main as i64),
+                IndexExpr::c(inner as i64),
+                1,
+                vec![y(IndexExpr::var(j), 1)],
+            ));
         }
     } else {
         let groups = if node.op == Op::InstanceNormalization {
             c
         } else {
-            node.attrs.int("num_groups").map_err(|e| e.to_string())?.ok_or("missing num_groups")? as usize
+            node.attrs
+                .int("num_groups")
+                .map_err(|e| e.to_string())?
+                .ok_or("missing num_groups")? as usize
         };
         let cpg = c / groups.max(1);
         let block = cpg * inner;
@@ -472,39 +524,103 @@ fn lower_channel(cx: &mut Lower, node: &Node) -> Result<(), String> {
         let (sum, mean, ss, inv, den) = (kb.var(), kb.var(), kb.var(), kb.var(), kb.var());
         let xat = |v: Var| ld(xb, dt, base.clone().add(IndexExpr::var(v)), 1);
         let n = f(block as f64);
-        body.push(Stmt::Local { var: sum, ty: Ty::scalar(ct), init: f(0.0) });
-        body.push(for_n(j1, block, vec![Stmt::Assign { var: sum, value: bin(BinOp::Add, Expr::var(sum), xat(j1)) }]));
-        body.push(Stmt::Let { var: mean, value: bin(BinOp::Div, Expr::var(sum), n.clone()) });
+        body.push(Stmt::Local {
+            var: sum,
+            ty: Ty::scalar(ct),
+            init: f(0.0),
+        });
+        body.push(for_n(
+            j1,
+            block,
+            vec![Stmt::Assign {
+                var: sum,
+                value: bin(BinOp::Add, Expr::var(sum), xat(j1)),
+            }],
+        ));
+        body.push(Stmt::Let {
+            var: mean,
+            value: bin(BinOp::Div, Expr::var(sum), n.clone()),
+        });
         let d = bin(BinOp::Sub, xat(j2), Expr::var(mean));
-        body.push(Stmt::Local { var: ss, ty: Ty::scalar(ct), init: f(0.0) });
+        body.push(Stmt::Local {
+            var: ss,
+            ty: Ty::scalar(ct),
+            init: f(0.0),
+        });
         body.push(for_n(
             j2,
             block,
-            vec![Stmt::Assign { var: ss, value: bin(BinOp::Add, Expr::var(ss), bin(BinOp::Mul, d.clone(), d)) }],
+            vec![Stmt::Assign {
+                var: ss,
+                value: bin(BinOp::Add, Expr::var(ss), bin(BinOp::Mul, d.clone(), d)),
+            }],
         ));
         let var = bin(BinOp::Div, Expr::var(ss), n);
         body.push(Stmt::Let {
             var: inv,
-            value: bin(BinOp::Div, f(1.0), Expr::unary(UnOp::Sqrt, bin(BinOp::Add, var, f(eps as f64)))),
+            value: bin(
+                BinOp::Div,
+                f(1.0),
+                Expr::unary(UnOp::Sqrt, bin(BinOp::Add, var, f(eps as f64))),
+            ),
         });
-        body.push(Stmt::Let { var: den, value: bin(BinOp::Div, f(1.0), Expr::var(inv)) });
-        let ch = IndexExpr::var(g).rem(groups as i64).mul(cpg as i64).add(IndexExpr::var(cl));
+        body.push(Stmt::Let {
+            var: den,
+            value: bin(BinOp::Div, f(1.0), Expr::var(inv)),
+        });
+        let ch = IndexExpr::var(g)
+            .rem(groups as i64)
+            .mul(cpg as i64)
+            .add(IndexExpr::var(cl));
         let (s_v, b_v) = (kb.var(), kb.var());
-        let at = base.clone().add(IndexExpr::var(cl).mul(inner as i64)).add(IndexExpr::var(j3));
+        let at = base
+            .clone()
+            .add(IndexExpr::var(cl).mul(inner as i64))
+            .add(IndexExpr::var(j3));
         let xv = ld(xb, dt, at.clone(), 1);
         let centered = bin(BinOp::Sub, xv, Expr::var(mean));
         let y = if node.op == Op::InstanceNormalization {
-            bin(BinOp::Add, bin(BinOp::Div, bin(BinOp::Mul, Expr::var(s_v), centered), Expr::var(den)), Expr::var(b_v))
+            bin(
+                BinOp::Add,
+                bin(
+                    BinOp::Div,
+                    bin(BinOp::Mul, Expr::var(s_v), centered),
+                    Expr::var(den),
+                ),
+                Expr::var(b_v),
+            )
         } else {
-            bin(BinOp::Add, bin(BinOp::Mul, bin(BinOp::Div, centered, Expr::var(den)), Expr::var(s_v)), Expr::var(b_v))
+            bin(
+                BinOp::Add,
+                bin(
+                    BinOp::Mul,
+                    bin(BinOp::Div, centered, Expr::var(den)),
+                    Expr::var(s_v),
+                ),
+                Expr::var(b_v),
+            )
         };
         body.push(for_n(
             cl,
             cpg,
             vec![
-                Stmt::Let { var: s_v, value: ld(params[0].0, params[0].1, ch.clone(), 1) },
-                Stmt::Let { var: b_v, value: ld(params[1].0, params[1].1, ch, 1) },
-                for_n(j3, inner, vec![Stmt::Store { buf: ob, index: at, value: st(y) }]),
+                Stmt::Let {
+                    var: s_v,
+                    value: ld(params[0].0, params[0].1, ch.clone(), 1),
+                },
+                Stmt::Let {
+                    var: b_v,
+                    value: ld(params[1].0, params[1].1, ch, 1),
+                },
+                for_n(
+                    j3,
+                    inner,
+                    vec![Stmt::Store {
+                        buf: ob,
+                        index: at,
+                        value: st(y),
+                    }],
+                ),
             ],
         ));
     }
@@ -519,7 +635,9 @@ mod tests {
     use super::*;
 
     fn positive(n: usize) -> String {
-        let v: Vec<String> = (0..n).map(|i| format!("{}", 0.25 + (i % 7) as f64 * 0.5)).collect();
+        let v: Vec<String> = (0..n)
+            .map(|i| format!("{}", 0.25 + (i % 7) as f64 * 0.5))
+            .collect();
         format!("[{}]", v.join(", "))
     }
 
@@ -532,8 +650,15 @@ mod tests {
             rand_list(c, 3),
             positive(c)
         ));
-        let tol = if dt == "f32" || dt == "f64" { 1e-6 } else { 1e-2 };
-        let opts = Options { lanes: vec_lanes, ..Options::default() };
+        let tol = if dt == "f32" || dt == "f64" {
+            1e-6
+        } else {
+            1e-2
+        };
+        let opts = Options {
+            lanes: vec_lanes,
+            ..Options::default()
+        };
         check_with(&src, &opts, tol);
     }
 
@@ -574,7 +699,9 @@ mod tests {
     #[test]
     fn batch_norm_training_is_a_reason() {
         let g = crate::testutil::parse("graph @t {\n in %0: f32[2,3]\n in %1: f32[3]\n in %2: f32[3]\n in %3: f32[3]\n in %4: f32[3]\n %5: f32[2,3] = BatchNormalization[training_mode=1](%0, %1, %2, %3, %4) @bn\n out %5\n}");
-        let e = super::super::lower(&g, &Options::default()).unwrap_err().to_string();
+        let e = super::super::lower(&g, &Options::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bn") && e.contains("training"), "{e}");
     }
 }

@@ -41,7 +41,10 @@ pub(super) fn supports(
         return no(format!("{op} has no kernel schedule"));
     }
     if outputs.len() != 1 {
-        return no(format!("{op} with {} outputs (MaxPool's Indices output is not scheduled)", outputs.len()));
+        return no(format!(
+            "{op} with {} outputs (MaxPool's Indices output is not scheduled)",
+            outputs.len()
+        ));
     }
     let x = match inputs.first().copied().flatten() {
         Some(x) => x,
@@ -54,7 +57,9 @@ pub(super) fn supports(
     if matches!(op, Op::MaxPool | Op::AveragePool) {
         pool_axes(op, attrs, &dims).map_err(|e| Reason(e.to_string()))?;
     } else if dims.len() < 2 {
-        return no(format!("{op} needs an input of shape [N, C, spatial...], found {dims:?}"));
+        return no(format!(
+            "{op} needs an input of shape [N, C, spatial...], found {dims:?}"
+        ));
     }
     Ok(())
 }
@@ -85,7 +90,11 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
         init: f(if max { f64::NEG_INFINITY } else { 0.0 }),
     }];
     if max {
-        init.push(Stmt::Local { var: seen, ty: Ty::BOOL, init: Expr::int(DType::Bool, 0) });
+        init.push(Stmt::Local {
+            var: seen,
+            ty: Ty::BOOL,
+            init: Expr::int(DType::Bool, 0),
+        });
     }
     // One tap: `inside` (None: always) and the value.
     let step = |inside: Option<Expr>, v: Expr| -> Vec<Stmt> {
@@ -108,15 +117,24 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
                 None => (take, Expr::int(DType::Bool, 1)),
             };
             vec![
-                Stmt::Assign { var: best, value: Expr::select(take, v, Expr::var(best)) },
-                Stmt::Assign { var: seen, value: now_seen },
+                Stmt::Assign {
+                    var: best,
+                    value: Expr::select(take, v, Expr::var(best)),
+                },
+                Stmt::Assign {
+                    var: seen,
+                    value: now_seen,
+                },
             ]
         } else {
             let v = match inside {
                 Some(c) => Expr::select(c, v, f(0.0)),
                 None => v,
             };
-            vec![Stmt::Assign { var: best, value: Expr::binary(BinOp::Add, Expr::var(best), v) }]
+            vec![Stmt::Assign {
+                var: best,
+                value: Expr::binary(BinOp::Add, Expr::var(best), v),
+            }]
         }
     };
     let ld = |i: IndexExpr| load_c(xb, dt, i, 1);
@@ -132,16 +150,27 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
         } else {
             Expr::binary(BinOp::Div, Expr::var(best), f(size as f64))
         };
-        body.push(Stmt::Store { buf: ob, index: IndexExpr::var(gp), value: to_storage(y, dt) });
+        body.push(Stmt::Store {
+            buf: ob,
+            index: IndexExpr::var(gp),
+            value: to_storage(y, dt),
+        });
     } else {
         let axes = pool_axes(node.op, &node.attrs, &dims).map_err(|e| e.to_string())?;
         let include_pad = node.op == Op::AveragePool
-            && node.attrs.int_or("count_include_pad", 0).map_err(|e| e.to_string())? != 0;
+            && node
+                .attrs
+                .int_or("count_include_pad", 0)
+                .map_err(|e| e.to_string())?
+                != 0;
         let r = axes.len();
         let in_sp: Vec<usize> = axes.iter().map(|a| a.input).collect();
         let out_sp: Vec<usize> = axes.iter().map(|a| a.output).collect();
         let k_sp: Vec<usize> = axes.iter().map(|a| a.kernel).collect();
-        let (in_size, out_size) = (in_sp.iter().product::<usize>(), out_sp.iter().product::<usize>());
+        let (in_size, out_size) = (
+            in_sp.iter().product::<usize>(),
+            out_sp.iter().product::<usize>(),
+        );
         let o: Vec<Var> = (0..r).map(|_| kb.var()).collect();
         let t: Vec<Var> = (0..r).map(|_| kb.var()).collect();
         let (inside, idx, padded) = window(&axes, &o, &t);
@@ -154,8 +183,15 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
                 Some(c) => Expr::select(c, f(1.0), f(0.0)),
                 None => f(1.0),
             };
-            tap.push(Stmt::Assign { var: count, value: Expr::binary(BinOp::Add, Expr::var(count), one) });
-            init.push(Stmt::Local { var: count, ty: Ty::scalar(ct), init: f(0.0) });
+            tap.push(Stmt::Assign {
+                var: count,
+                value: Expr::binary(BinOp::Add, Expr::var(count), one),
+            });
+            init.push(Stmt::Local {
+                var: count,
+                ty: Ty::scalar(ct),
+                init: f(0.0),
+            });
         }
         let mut inner = init;
         inner.extend(nest(&t, &k_sp, tap));
@@ -166,7 +202,10 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
         };
         let oi: Vec<IndexExpr> = o.iter().map(|&v| IndexExpr::var(v)).collect();
         let st = kiln_ir::shape::strides(&out_sp);
-        let o_flat = oi.iter().zip(&st).fold(IndexExpr::c(0), |e, (i, &s)| e.add(i.clone().mul(s as i64)));
+        let o_flat = oi
+            .iter()
+            .zip(&st)
+            .fold(IndexExpr::c(0), |e, (i, &s)| e.add(i.clone().mul(s as i64)));
         inner.push(Stmt::Store {
             buf: ob,
             index: IndexExpr::var(gp).mul(out_size as i64).add(o_flat),
@@ -195,10 +234,23 @@ fn window(axes: &[WindowAxis], o: &[Var], t: &[Var]) -> (Option<Expr>, IndexExpr
             .mul(a.stride as i64)
             .add(IndexExpr::var(t[d]).mul(a.dilation as i64))
             .add(IndexExpr::c(-a.pad_begin));
-        let max_pos = ((a.output.max(1) - 1) * a.stride + (a.kernel - 1) * a.dilation) as i64 - a.pad_begin;
+        let max_pos =
+            ((a.output.max(1) - 1) * a.stride + (a.kernel - 1) * a.dilation) as i64 - a.pad_begin;
         let mut clamped = pos.clone();
-        let ge = |lim: i64| Expr::cmp(CmpOp::Ge, Expr::Index(pos.clone()), Expr::int(DType::I64, lim));
-        let lt = |lim: i64| Expr::cmp(CmpOp::Lt, Expr::Index(pos.clone()), Expr::int(DType::I64, lim));
+        let ge = |lim: i64| {
+            Expr::cmp(
+                CmpOp::Ge,
+                Expr::Index(pos.clone()),
+                Expr::int(DType::I64, lim),
+            )
+        };
+        let lt = |lim: i64| {
+            Expr::cmp(
+                CmpOp::Lt,
+                Expr::Index(pos.clone()),
+                Expr::int(DType::I64, lim),
+            )
+        };
         if a.pad_begin > 0 {
             clamped = clamped.max(IndexExpr::c(0));
             inside = and(inside, ge(0));
@@ -237,7 +289,11 @@ mod tests {
         let src = typed(&format!(
             "graph @t {{\n in %0 \"x\": {dt}[{x}]\n %1: {dt}[{q}] = {op}{attrs}(%0) @pool\n out %1\n}}"
         ));
-        let tol = if dt == "f32" || dt == "f64" { 1e-6 } else { 1e-2 };
+        let tol = if dt == "f32" || dt == "f64" {
+            1e-6
+        } else {
+            1e-2
+        };
         check_with(&src, &Options::default(), tol)
     }
 
@@ -257,7 +313,13 @@ mod tests {
                 pool(op, "f32", "2,3,9,10", attrs, 4);
             }
         }
-        pool("MaxPool", "f32", "1,2,11,11", "[kernel_shape=[3,3], dilations=[2,2], pads=[1,1,1,1]]", 4);
+        pool(
+            "MaxPool",
+            "f32",
+            "1,2,11,11",
+            "[kernel_shape=[3,3], dilations=[2,2], pads=[1,1,1,1]]",
+            4,
+        );
         for attrs in [
             "[kernel_shape=[3,3], pads=[1,1,1,1], count_include_pad=1]",
             "[kernel_shape=[3,3], strides=[2,2], pads=[1,2,1,0], count_include_pad=1, ceil_mode=1]",
@@ -269,11 +331,35 @@ mod tests {
 
     #[test]
     fn pools_1d_3d_and_other_dtypes() {
-        pool("MaxPool", "f32", "2,3,17", "[kernel_shape=[3], strides=[2], pads=[1,1]]", 3);
-        pool("AveragePool", "f32", "1,2,5,6,7", "[kernel_shape=[2,3,2], pads=[1,1,0,0,1,1]]", 5);
+        pool(
+            "MaxPool",
+            "f32",
+            "2,3,17",
+            "[kernel_shape=[3], strides=[2], pads=[1,1]]",
+            3,
+        );
+        pool(
+            "AveragePool",
+            "f32",
+            "1,2,5,6,7",
+            "[kernel_shape=[2,3,2], pads=[1,1,0,0,1,1]]",
+            5,
+        );
         for dt in ["f16", "bf16", "f64"] {
-            pool("MaxPool", dt, "1,3,7,7", "[kernel_shape=[3,3], strides=[2,2], pads=[1,1,1,1]]", 4);
-            pool("AveragePool", dt, "1,3,7,7", "[kernel_shape=[3,3], pads=[1,1,1,1]]", 4);
+            pool(
+                "MaxPool",
+                dt,
+                "1,3,7,7",
+                "[kernel_shape=[3,3], strides=[2,2], pads=[1,1,1,1]]",
+                4,
+            );
+            pool(
+                "AveragePool",
+                dt,
+                "1,3,7,7",
+                "[kernel_shape=[3,3], pads=[1,1,1,1]]",
+                4,
+            );
             pool("GlobalAveragePool", dt, "2,3,5,5", "", 4);
         }
     }
@@ -301,7 +387,9 @@ mod tests {
     #[test]
     fn max_pool_indices_is_a_reason() {
         let g = crate::testutil::parse("graph @t {\n in %0: f32[1,1,4,4]\n %1: f32[1,1,2,2], %2: i64[1,1,2,2] = MaxPool[kernel_shape=[2,2], strides=[2,2]](%0) @mp\n out %1, %2\n}");
-        let e = super::super::lower(&g, &Options::default()).unwrap_err().to_string();
+        let e = super::super::lower(&g, &Options::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mp") && e.contains("Indices"), "{e}");
     }
 }

@@ -26,17 +26,27 @@ impl Tr<'_, '_> {
         if a.repr == Repr::Chunks {
             // SIMD fast paths.
             let parts = match (from, to) {
-                (DType::F32, DType::I32) => {
-                    Some(a.parts.iter().map(|&c| self.b.ins().fcvt_to_sint_sat(types::I32X4, c)).collect())
-                }
-                (DType::I32, DType::F32) => {
-                    Some(a.parts.iter().map(|&c| self.b.ins().fcvt_from_sint(types::F32X4, c)).collect())
-                }
+                (DType::F32, DType::I32) => Some(
+                    a.parts
+                        .iter()
+                        .map(|&c| self.b.ins().fcvt_to_sint_sat(types::I32X4, c))
+                        .collect(),
+                ),
+                (DType::I32, DType::F32) => Some(
+                    a.parts
+                        .iter()
+                        .map(|&c| self.b.ins().fcvt_from_sint(types::F32X4, c))
+                        .collect(),
+                ),
                 (d, t) if same_bits(d, t) && chunk_ty(d) == chunk_ty(t) => Some(a.parts.clone()),
                 _ => None,
             };
             if let Some(parts) = parts {
-                return Ok(Val { ty, repr: Repr::Chunks, parts });
+                return Ok(Val {
+                    ty,
+                    repr: Repr::Chunks,
+                    parts,
+                });
             }
         }
         let ls = self.lanes(&a);
@@ -52,7 +62,10 @@ impl Tr<'_, '_> {
         let w = self.b.ins().uextend(types::I32, x);
         if from == DType::BF16 {
             let s = self.b.ins().ishl_imm_s(w, 16);
-            Ok(self.b.ins().bitcast(types::F32, cranelift_codegen::ir::MemFlagsData::new(), s))
+            Ok(self
+                .b
+                .ins()
+                .bitcast(types::F32, cranelift_codegen::ir::MemFlagsData::new(), s))
         } else {
             self.call("kiln_f16_to_f32", &[w])
         }

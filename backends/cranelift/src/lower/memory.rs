@@ -36,7 +36,11 @@ impl Tr<'_, '_> {
     /// Address of element `index` of a buffer of `dtype`.
     fn addr(&mut self, base: Value, dtype: DType, index: Value) -> Value {
         let off = self.b.ins().imul_imm_s(index, dtype.size_bytes() as i64);
-        let off = if self.ptr_ty == types::I64 { off } else { self.b.ins().ireduce(self.ptr_ty, off) };
+        let off = if self.ptr_ty == types::I64 {
+            off
+        } else {
+            self.b.ins().ireduce(self.ptr_ty, off)
+        };
         self.b.ins().iadd(base, off)
     }
 
@@ -50,8 +54,14 @@ impl Tr<'_, '_> {
         if chunked(ty) {
             let ct = chunk_ty(r.dtype).expect("chunked");
             let n = lanes / ct.lane_count();
-            let parts = (0..n).map(|c| self.b.ins().load(ct, mflags(), addr, (c * 16) as i32)).collect();
-            return Ok(Val { ty, repr: Repr::Chunks, parts });
+            let parts = (0..n)
+                .map(|c| self.b.ins().load(ct, mflags(), addr, (c * 16) as i32))
+                .collect();
+            return Ok(Val {
+                ty,
+                repr: Repr::Chunks,
+                parts,
+            });
         }
         let st = scalar_ty(r.dtype);
         let size = r.dtype.size_bytes() as i32;
@@ -65,7 +75,11 @@ impl Tr<'_, '_> {
                 }
             })
             .collect();
-        Ok(Val { ty, repr: Repr::Lanes, parts })
+        Ok(Val {
+            ty,
+            repr: Repr::Lanes,
+            parts,
+        })
     }
 
     pub fn store(&mut self, buf: BufId, index: Value, v: Val) -> Result<()> {
@@ -95,7 +109,11 @@ impl Tr<'_, '_> {
     fn tile_elem(&mut self, r: BufRef, index: Value) -> Result<Value> {
         let addr = self.addr(r.base, r.dtype, index);
         let x = self.b.ins().load(scalar_ty(r.dtype), mflags(), addr, 0);
-        let x = if r.dtype == DType::Bool { self.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0) } else { x };
+        let x = if r.dtype == DType::Bool {
+            self.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0)
+        } else {
+            x
+        };
         self.cast_scalar(r.dtype, DType::F32, x)
     }
 
@@ -103,7 +121,10 @@ impl Tr<'_, '_> {
     pub fn tile_matmul(&mut self, t: &TileMatMul) -> Result<()> {
         let acc = self.buf(t.acc)?;
         if acc.dtype != DType::F32 {
-            return Err(self.malformed(format!("tile accumulator {} must be f32, is {}", t.acc, acc.dtype)));
+            return Err(self.malformed(format!(
+                "tile accumulator {} must be f32, is {}",
+                t.acc, acc.dtype
+            )));
         }
         let ar = self.buf(t.a.buf)?;
         let br = self.buf(t.b.buf)?;
@@ -116,7 +137,11 @@ impl Tr<'_, '_> {
         let abase = self.index(&t.a.base)?;
         let bbase = self.index(&t.b.base)?;
         let (m, n) = (t.m as usize, t.n as usize);
-        let fast = br.dtype == DType::F32 && t.b.col_stride == 1 && n % 4 == 0 && m * (n / 4) <= 16 && m > 0;
+        let fast = br.dtype == DType::F32
+            && t.b.col_stride == 1
+            && n % 4 == 0
+            && m * (n / 4) <= 16
+            && m > 0;
         if fast {
             // The whole tile in f32x4 registers for the k loop.
             let nv = n / 4;
@@ -162,13 +187,25 @@ impl Tr<'_, '_> {
                 for v in 0..nv {
                     let x = self.b.use_var(accs[i * nv + v]);
                     let ix = self.b.ins().iconst(types::I64, (i * n + v * 4) as i64);
-                    self.store(t.acc, ix, Val { ty: Ty::vector(DType::F32, 4), repr: Repr::Chunks, parts: vec![x] })?;
+                    self.store(
+                        t.acc,
+                        ix,
+                        Val {
+                            ty: Ty::vector(DType::F32, 4),
+                            repr: Repr::Chunks,
+                            parts: vec![x],
+                        },
+                    )?;
                 }
             }
             return Ok(());
         }
         // General form: scalar loops over i, j and p.
-        let (iv, jv, pv) = (kiln_ir::kernel::Var(u32::MAX - 2), kiln_ir::kernel::Var(u32::MAX - 1), kiln_ir::kernel::Var(u32::MAX));
+        let (iv, jv, pv) = (
+            kiln_ir::kernel::Var(u32::MAX - 2),
+            kiln_ir::kernel::Var(u32::MAX - 1),
+            kiln_ir::kernel::Var(u32::MAX),
+        );
         let zero = self.b.ins().iconst(types::I64, 0);
         let me = self.b.ins().iconst(types::I64, m as i64);
         let ne = self.b.ins().iconst(types::I64, n as i64);
@@ -229,7 +266,14 @@ impl Tr<'_, '_> {
         let r = self.b.ins().fsub(xc, t);
         let t = self.b.ins().fmul(fx, c2);
         let r = self.b.ins().fsub(r, t);
-        let coeffs = [1.9875691500e-4f32, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1];
+        let coeffs = [
+            1.9875691500e-4f32,
+            1.3981999507e-3,
+            8.3334519073e-3,
+            4.1665795894e-2,
+            1.6666665459e-1,
+            5.0000001201e-1,
+        ];
         let mut y = sp(self, coeffs[0]);
         for &c in &coeffs[1..] {
             let cv = sp(self, c);

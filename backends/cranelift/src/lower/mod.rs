@@ -23,14 +23,14 @@ pub mod value;
 
 use crate::error::{Error, Result};
 use crate::helpers::Sig;
-use cranelift_codegen::ir::{types, AbiParam, Block, FuncRef, InstBuilder, Signature, Type, Value};
+use cranelift_codegen::ir::{types, AbiParam, FuncRef, InstBuilder, Signature, Type, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Module};
 use kiln_ir::kernel::{BufId, Expr, IndexExpr, Kernel, ParLevel, Program, Scope, Stmt, Ty, Var};
 use kiln_ir::DType;
 use std::collections::HashMap;
-use value::{chunked, scalar_ty, Repr, Val};
+use value::{scalar_ty, Repr, Val};
 
 /// What the runtime needs to know about a compiled kernel.
 #[derive(Clone, Debug)]
@@ -123,10 +123,16 @@ const STACK_TOTAL_MAX: usize = 64 * 1024;
 
 impl<'a, 'b> Tr<'a, 'b> {
     pub fn unsupported(&self, what: String) -> Error {
-        Error::Unsupported { kernel: self.kernel.name.clone(), what }
+        Error::Unsupported {
+            kernel: self.kernel.name.clone(),
+            what,
+        }
     }
     pub fn malformed(&self, msg: String) -> Error {
-        Error::Malformed { kernel: self.kernel.name.clone(), msg }
+        Error::Malformed {
+            kernel: self.kernel.name.clone(),
+            msg,
+        }
     }
 
     /// Calls helper `name` with `args`; returns its result (or a dummy 0 for
@@ -135,14 +141,22 @@ impl<'a, 'b> Tr<'a, 'b> {
         let fref = match self.frefs.get(name) {
             Some(f) => *f,
             None => {
-                let id = *self.imports.get(name).ok_or_else(|| self.malformed(format!("no runtime helper `{name}`")))?;
+                let id = *self
+                    .imports
+                    .get(name)
+                    .ok_or_else(|| self.malformed(format!("no runtime helper `{name}`")))?;
                 let f = self.module.declare_func_in_func(id, self.b.func);
                 self.frefs.insert(name.to_string(), f);
                 f
             }
         };
         let inst = self.b.ins().call(fref, args);
-        Ok(self.b.inst_results(inst).first().copied().unwrap_or(args[0]))
+        Ok(self
+            .b
+            .inst_results(inst)
+            .first()
+            .copied()
+            .unwrap_or(args[0]))
     }
 
     /// Translates the whole kernel into the builder's function.
@@ -156,10 +170,23 @@ impl<'a, 'b> Tr<'a, 'b> {
         self.scratch = scratch;
         // Base addresses of the program buffers the kernel touches.
         for p in &k.params {
-            let buf = self.prog.buffer(p.buf).ok_or_else(|| self.malformed(format!("parameter {} is not a program buffer", p.buf)))?;
+            let buf = self.prog.buffer(p.buf).ok_or_else(|| {
+                self.malformed(format!("parameter {} is not a program buffer", p.buf))
+            })?;
             let off = (p.buf.index() * self.ptr_ty.bytes() as usize) as i32;
-            let base = self.b.ins().load(self.ptr_ty, cranelift_codegen::ir::MemFlagsData::trusted(), bufs_ptr, off);
-            self.bufs.insert(p.buf, BufRef { base, dtype: buf.dtype });
+            let base = self.b.ins().load(
+                self.ptr_ty,
+                cranelift_codegen::ir::MemFlagsData::trusted(),
+                bufs_ptr,
+                off,
+            );
+            self.bufs.insert(
+                p.buf,
+                BufRef {
+                    base,
+                    dtype: buf.dtype,
+                },
+            );
         }
         // Shared buffers: one copy per grid point, placed up front.
         let mut shared = Vec::new();
@@ -172,8 +199,18 @@ impl<'a, 'b> Tr<'a, 'b> {
             shared_refs.push((base, bytes));
         }
 
-        let grid: Vec<_> = k.grid.iter().filter(|a| a.level == ParLevel::Grid).copied().collect();
-        let block: Vec<_> = k.grid.iter().filter(|a| a.level == ParLevel::Block).copied().collect();
+        let grid: Vec<_> = k
+            .grid
+            .iter()
+            .filter(|a| a.level == ParLevel::Grid)
+            .copied()
+            .collect();
+        let block: Vec<_> = k
+            .grid
+            .iter()
+            .filter(|a| a.level == ParLevel::Block)
+            .copied()
+            .collect();
         let grid_points: u64 = grid.iter().map(|a| a.extent).product();
 
         // for g in begin..end
@@ -185,7 +222,11 @@ impl<'a, 'b> Tr<'a, 'b> {
         self.b.ins().jump(header, &[]);
         self.b.switch_to_block(header);
         let g = self.b.use_var(gv);
-        let c = self.b.ins().icmp(cranelift_codegen::ir::condcodes::IntCC::SignedLessThan, g, end);
+        let c = self.b.ins().icmp(
+            cranelift_codegen::ir::condcodes::IntCC::SignedLessThan,
+            g,
+            end,
+        );
         self.b.ins().brif(c, body, &[], exit, &[]);
         self.b.switch_to_block(body);
         // Unflatten g into the grid variables.
@@ -227,7 +268,10 @@ impl<'a, 'b> Tr<'a, 'b> {
         self.b.switch_to_block(exit);
         self.b.ins().return_(&[]);
         self.b.seal_all_blocks();
-        Ok(KernelInfo { grid_points, scratch_bytes: self.scratch_bytes })
+        Ok(KernelInfo {
+            grid_points,
+            scratch_bytes: self.scratch_bytes,
+        })
     }
 
     fn block_loops(&mut self, axes: &[kiln_ir::kernel::ParAxis], seg: &[Stmt]) -> Result<()> {
@@ -256,7 +300,11 @@ impl<'a, 'b> Tr<'a, 'b> {
         self.b.ins().jump(header, &[]);
         self.b.switch_to_block(header);
         let i = self.b.use_var(v);
-        let c = self.b.ins().icmp(cranelift_codegen::ir::condcodes::IntCC::SignedLessThan, i, end);
+        let c = self.b.ins().icmp(
+            cranelift_codegen::ir::condcodes::IntCC::SignedLessThan,
+            i,
+            end,
+        );
         self.b.ins().brif(c, bb, &[], exit, &[]);
         self.b.switch_to_block(bb);
         self.vars.insert(var, Binding::Index(v));
@@ -301,7 +349,13 @@ impl<'a, 'b> Tr<'a, 'b> {
 
     fn stmt(&mut self, s: &Stmt) -> Result<()> {
         match s {
-            Stmt::For { var, start, end, step, body } => {
+            Stmt::For {
+                var,
+                start,
+                end,
+                step,
+                body,
+            } => {
                 if *step <= 0 {
                     return Err(self.malformed(format!("loop {var} has step {step}")));
                 }
@@ -317,7 +371,10 @@ impl<'a, 'b> Tr<'a, 'b> {
             Stmt::Local { var, ty, init } => {
                 let v = self.expr(init)?;
                 if v.ty != *ty {
-                    return Err(self.malformed(format!("local {var}: declared {ty}, initialised with {}", v.ty)));
+                    return Err(self.malformed(format!(
+                        "local {var}: declared {ty}, initialised with {}",
+                        v.ty
+                    )));
                 }
                 let v = self.canon(v);
                 let vars: Vec<Variable> = v
@@ -336,10 +393,14 @@ impl<'a, 'b> Tr<'a, 'b> {
             Stmt::Assign { var, value } => {
                 let v = self.expr(value)?;
                 let Some(Binding::Mut(ty, _, vars)) = self.vars.get(var).cloned() else {
-                    return Err(self.malformed(format!("assignment to {var}, which is not a local in scope")));
+                    return Err(self.malformed(format!(
+                        "assignment to {var}, which is not a local in scope"
+                    )));
                 };
                 if v.ty != ty {
-                    return Err(self.malformed(format!("assignment of {} to {var} of type {ty}", v.ty)));
+                    return Err(
+                        self.malformed(format!("assignment of {} to {var} of type {ty}", v.ty))
+                    );
                 }
                 let v = self.canon(v);
                 for (x, p) in vars.iter().zip(v.parts) {
@@ -355,7 +416,9 @@ impl<'a, 'b> Tr<'a, 'b> {
             Stmt::If { cond, then, els } => {
                 let c = self.expr(cond)?;
                 if c.ty != Ty::BOOL {
-                    return Err(self.malformed(format!("if condition must be scalar bool, is {}", c.ty)));
+                    return Err(
+                        self.malformed(format!("if condition must be scalar bool, is {}", c.ty))
+                    );
                 }
                 let tb = self.b.create_block();
                 let eb = self.b.create_block();
@@ -370,8 +433,15 @@ impl<'a, 'b> Tr<'a, 'b> {
                 self.b.switch_to_block(join);
                 Ok(())
             }
-            Stmt::Barrier => Err(self.malformed("barrier below the top level of the kernel body".to_string())),
-            Stmt::Alloc { buf, scope, dtype, len } => {
+            Stmt::Barrier => {
+                Err(self.malformed("barrier below the top level of the kernel body".to_string()))
+            }
+            Stmt::Alloc {
+                buf,
+                scope,
+                dtype,
+                len,
+            } => {
                 if *scope == Scope::Shared {
                     // Placed and zeroed once per grid point (see `translate`).
                     return Ok(());
@@ -379,7 +449,13 @@ impl<'a, 'b> Tr<'a, 'b> {
                 let bytes = len * dtype.size_bytes();
                 let base = self.local_storage(bytes)?;
                 self.zero(base, bytes)?;
-                self.bufs.insert(*buf, BufRef { base, dtype: *dtype });
+                self.bufs.insert(
+                    *buf,
+                    BufRef {
+                        base,
+                        dtype: *dtype,
+                    },
+                );
                 Ok(())
             }
             Stmt::TileMatMul(t) => self.tile_matmul(t),
@@ -413,7 +489,11 @@ impl<'a, 'b> Tr<'a, 'b> {
                 let x = self.index(a)?;
                 let is_div = matches!(e, IndexExpr::Div(..));
                 if k == 1 {
-                    if is_div { x } else { self.b.ins().iconst(types::I64, 0) }
+                    if is_div {
+                        x
+                    } else {
+                        self.b.ins().iconst(types::I64, 0)
+                    }
                 } else if (k as u64).is_power_of_two() {
                     // Floor division and Euclidean remainder, also for negatives.
                     if is_div {
@@ -447,7 +527,10 @@ impl<'a, 'b> Tr<'a, 'b> {
             IndexExpr::Dyn(x) => {
                 let v = self.expr(x)?;
                 if v.ty.lanes != 1 || !(v.ty.dtype.is_int() || v.ty.dtype == DType::Bool) {
-                    return Err(self.malformed(format!("dynamic index must be a scalar integer, is {}", v.ty)));
+                    return Err(self.malformed(format!(
+                        "dynamic index must be a scalar integer, is {}",
+                        v.ty
+                    )));
                 }
                 self.to_i64(v.ty.dtype, v.parts[0])
             }
@@ -483,7 +566,11 @@ impl<'a, 'b> Tr<'a, 'b> {
                 if !(dtype.is_int() || *dtype == DType::Bool) {
                     return Err(self.malformed(format!("integer constant of {dtype}")));
                 }
-                let v = if *dtype == DType::Bool { (*value != 0) as i64 } else { *value };
+                let v = if *dtype == DType::Bool {
+                    (*value != 0) as i64
+                } else {
+                    *value
+                };
                 let v = self.b.ins().iconst(scalar_ty(*dtype), v);
                 Ok(Self::scalar(*dtype, v))
             }
@@ -544,11 +631,13 @@ impl<'a, 'b> Tr<'a, 'b> {
         let bytes = bytes.max(1);
         if bytes <= STACK_ALLOC_MAX && self.stack_bytes + bytes <= STACK_TOTAL_MAX {
             self.stack_bytes += bytes;
-            let slot = self.b.create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
-                cranelift_codegen::ir::StackSlotKind::ExplicitSlot,
-                bytes as u32,
-                6,
-            ));
+            let slot = self
+                .b
+                .create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
+                    cranelift_codegen::ir::StackSlotKind::ExplicitSlot,
+                    bytes as u32,
+                    6,
+                ));
             Ok(self.b.ins().stack_addr(self.ptr_ty, slot, 0))
         } else {
             let off = self.scratch_bytes;
@@ -562,13 +651,23 @@ impl<'a, 'b> Tr<'a, 'b> {
         if bytes <= 128 && bytes % 8 == 0 {
             let z = self.b.ins().iconst(types::I64, 0);
             for o in (0..bytes).step_by(8) {
-                self.b.ins().store(cranelift_codegen::ir::MemFlagsData::trusted(), z, base, o as i32);
+                self.b.ins().store(
+                    cranelift_codegen::ir::MemFlagsData::trusted(),
+                    z,
+                    base,
+                    o as i32,
+                );
             }
             Ok(())
         } else if bytes <= 32 {
             let z = self.b.ins().iconst(types::I8, 0);
             for o in 0..bytes {
-                self.b.ins().store(cranelift_codegen::ir::MemFlagsData::trusted(), z, base, o as i32);
+                self.b.ins().store(
+                    cranelift_codegen::ir::MemFlagsData::trusted(),
+                    z,
+                    base,
+                    o as i32,
+                );
             }
             Ok(())
         } else {
@@ -576,26 +675,17 @@ impl<'a, 'b> Tr<'a, 'b> {
             self.call("kiln_memzero", &[base, n]).map(|_| ())
         }
     }
-
-    /// The chunked/lanes representation a value of `ty` has when canonical.
-    pub fn canonical_repr(ty: Ty) -> Repr {
-        if chunked(ty) {
-            Repr::Chunks
-        } else {
-            Repr::Lanes
-        }
-    }
-
-    #[allow(dead_code)]
-    fn current_block(&self) -> Option<Block> {
-        self.b.current_block()
-    }
 }
 
 fn collect_shared(ss: &[Stmt], out: &mut Vec<(BufId, DType, usize)>) {
     for s in ss {
         match s {
-            Stmt::Alloc { buf, scope: Scope::Shared, dtype, len } => out.push((*buf, *dtype, *len)),
+            Stmt::Alloc {
+                buf,
+                scope: Scope::Shared,
+                dtype,
+                len,
+            } => out.push((*buf, *dtype, *len)),
             Stmt::For { body, .. } => collect_shared(body, out),
             Stmt::If { then, els, .. } => {
                 collect_shared(then, out);

@@ -87,7 +87,11 @@ impl Tr<'_, '_> {
                     for l in 0..ct.lane_count() {
                         let x = self.b.ins().extractlane(c, l as u8);
                         let x = if v.ty.dtype == DType::Bool {
-                            let x = if ct.lane_type() != types::I8 { self.b.ins().ireduce(types::I8, x) } else { x };
+                            let x = if ct.lane_type() != types::I8 {
+                                self.b.ins().ireduce(types::I8, x)
+                            } else {
+                                x
+                            };
                             self.b.ins().band_imm_s(x, 1)
                         } else {
                             x
@@ -115,16 +119,28 @@ impl Tr<'_, '_> {
                     c
                 })
                 .collect();
-            Val { ty, repr: Repr::Chunks, parts }
+            Val {
+                ty,
+                repr: Repr::Chunks,
+                parts,
+            }
         } else {
-            Val { ty, repr: Repr::Lanes, parts: lanes }
+            Val {
+                ty,
+                repr: Repr::Lanes,
+                parts: lanes,
+            }
         }
     }
 
     /// `v` in the canonical form of its type (chunks for chunkable types,
     /// lanes for scalars and bool vectors).
     pub fn canon(&mut self, v: Val) -> Val {
-        let want = if chunked(v.ty) { Repr::Chunks } else { Repr::Lanes };
+        let want = if chunked(v.ty) {
+            Repr::Chunks
+        } else {
+            Repr::Lanes
+        };
         if v.repr == want {
             return v;
         }
@@ -134,7 +150,11 @@ impl Tr<'_, '_> {
 
     /// A scalar value.
     pub fn scalar(ty: DType, v: Value) -> Val {
-        Val { ty: Ty::scalar(ty), repr: Repr::Lanes, parts: vec![v] }
+        Val {
+            ty: Ty::scalar(ty),
+            repr: Repr::Lanes,
+            parts: vec![v],
+        }
     }
 
     /// Widens a scalar integer/bool lane of `d` to i64.
@@ -157,9 +177,17 @@ impl Tr<'_, '_> {
             let ct = chunk_ty(ty.dtype).expect("chunked");
             let c = self.b.ins().splat(ct, x);
             let n = (lanes / ct.lane_count()) as usize;
-            Val { ty, repr: Repr::Chunks, parts: vec![c; n] }
+            Val {
+                ty,
+                repr: Repr::Chunks,
+                parts: vec![c; n],
+            }
         } else {
-            Val { ty, repr: Repr::Lanes, parts: vec![x; lanes as usize] }
+            Val {
+                ty,
+                repr: Repr::Lanes,
+                parts: vec![x; lanes as usize],
+            }
         }
     }
 
@@ -173,12 +201,20 @@ impl Tr<'_, '_> {
         };
         if a.repr == Repr::Chunks && d != DType::Bool {
             if let Some(parts) = self.unary_chunks(op, d, &a.parts) {
-                return Ok(Val { ty: out_ty, repr: Repr::Chunks, parts });
+                return Ok(Val {
+                    ty: out_ty,
+                    repr: Repr::Chunks,
+                    parts,
+                });
             }
         }
         if a.repr == Repr::Chunks && d == DType::Bool && op == UnOp::Not {
             let parts = a.parts.iter().map(|&c| self.b.ins().bnot(c)).collect();
-            return Ok(Val { ty: out_ty, repr: Repr::Chunks, parts });
+            return Ok(Val {
+                ty: out_ty,
+                repr: Repr::Chunks,
+                parts,
+            });
         }
         let ls = self.lanes(&a);
         let mut out = Vec::with_capacity(ls.len());
@@ -204,7 +240,11 @@ impl Tr<'_, '_> {
                     UnOp::Recip | UnOp::Rsqrt => {
                         let one = self.fconst(d, 1.0);
                         let one = self.b.ins().splat(ct, one);
-                        let den = if op == UnOp::Rsqrt { self.b.ins().sqrt(c) } else { c };
+                        let den = if op == UnOp::Rsqrt {
+                            self.b.ins().sqrt(c)
+                        } else {
+                            c
+                        };
                         self.b.ins().fdiv(one, den)
                     }
                     UnOp::IsNan => self.b.ins().fcmp(FloatCC::Unordered, c, c),
@@ -305,7 +345,11 @@ impl Tr<'_, '_> {
                 UnOp::Not => self.b.ins().bnot(x),
                 _ => return Err(bad(self)),
             },
-            _ => return Err(self.unsupported(format!("{op:?} of {d} (f16/bf16 must be cast to f32 first)"))),
+            _ => {
+                return Err(self.unsupported(format!(
+                    "{op:?} of {d} (f16/bf16 must be cast to f32 first)"
+                )))
+            }
         })
     }
 
@@ -318,7 +362,11 @@ impl Tr<'_, '_> {
         let d = a.ty.dtype;
         if a.repr == Repr::Chunks && b.repr == Repr::Chunks && d != DType::Bool {
             if let Some(parts) = self.binary_chunks(op, d, &a.parts, &b.parts) {
-                return Ok(Val { ty: a.ty, repr: Repr::Chunks, parts });
+                return Ok(Val {
+                    ty: a.ty,
+                    repr: Repr::Chunks,
+                    parts,
+                });
             }
         }
         let (la, lb) = (self.lanes(&a), self.lanes(&b));
@@ -329,7 +377,13 @@ impl Tr<'_, '_> {
         Ok(self.from_lanes(a.ty, out))
     }
 
-    fn binary_chunks(&mut self, op: BinOp, d: DType, a: &[Value], b: &[Value]) -> Option<Vec<Value>> {
+    fn binary_chunks(
+        &mut self,
+        op: BinOp,
+        d: DType,
+        a: &[Value],
+        b: &[Value],
+    ) -> Option<Vec<Value>> {
         let mut out = Vec::with_capacity(a.len());
         for (&x, &y) in a.iter().zip(b) {
             let ct = self.ty_of(x);
@@ -340,7 +394,11 @@ impl Tr<'_, '_> {
                     BinOp::Mul => self.b.ins().fmul(x, y),
                     BinOp::Div => self.b.ins().fdiv(x, y),
                     BinOp::Min | BinOp::Max => {
-                        let cc = if op == BinOp::Min { FloatCC::LessThanOrEqual } else { FloatCC::GreaterThanOrEqual };
+                        let cc = if op == BinOp::Min {
+                            FloatCC::LessThanOrEqual
+                        } else {
+                            FloatCC::GreaterThanOrEqual
+                        };
                         let c1 = self.b.ins().fcmp(cc, x, y);
                         let c2 = self.b.ins().fcmp(FloatCC::Unordered, x, x);
                         let m = self.b.ins().bor(c1, c2);
@@ -354,7 +412,9 @@ impl Tr<'_, '_> {
                 match op {
                     BinOp::Add => self.b.ins().iadd(x, y),
                     BinOp::Sub => self.b.ins().isub(x, y),
-                    BinOp::Mul if ct == types::I32X4 || ct == types::I16X8 => self.b.ins().imul(x, y),
+                    BinOp::Mul if ct == types::I32X4 || ct == types::I16X8 => {
+                        self.b.ins().imul(x, y)
+                    }
                     BinOp::And => self.b.ins().band(x, y),
                     BinOp::Or => self.b.ins().bor(x, y),
                     BinOp::Xor => self.b.ins().bxor(x, y),
@@ -386,7 +446,11 @@ impl Tr<'_, '_> {
                     BinOp::Rem => self.call(&format!("kiln_rem_{sfx}"), &[x, y])?,
                     BinOp::Pow => self.call(&format!("kiln_pow_{sfx}"), &[x, y])?,
                     BinOp::Min | BinOp::Max => {
-                        let cc = if op == BinOp::Min { FloatCC::LessThanOrEqual } else { FloatCC::GreaterThanOrEqual };
+                        let cc = if op == BinOp::Min {
+                            FloatCC::LessThanOrEqual
+                        } else {
+                            FloatCC::GreaterThanOrEqual
+                        };
                         let c1 = self.b.ins().fcmp(cc, x, y);
                         let c2 = self.b.ins().fcmp(FloatCC::Unordered, x, x);
                         let c = self.b.ins().bor(c1, c2);
@@ -436,7 +500,11 @@ impl Tr<'_, '_> {
                             }
                         } else {
                             let ys = self.b.ins().select(is0, one, y);
-                            let q = if op == BinOp::Div { self.b.ins().udiv(x, ys) } else { self.b.ins().urem(x, ys) };
+                            let q = if op == BinOp::Div {
+                                self.b.ins().udiv(x, ys)
+                            } else {
+                                self.b.ins().urem(x, ys)
+                            };
                             self.b.ins().select(is0, zero, q)
                         }
                     }
@@ -450,7 +518,10 @@ impl Tr<'_, '_> {
                         }
                     }
                     BinOp::Shl | BinOp::Shr => {
-                        let over = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, y, bits);
+                        let over =
+                            self.b
+                                .ins()
+                                .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, y, bits);
                         if op == BinOp::Shl {
                             let s = self.b.ins().ishl(x, y);
                             let zero = self.b.ins().iconst(st, 0);
@@ -467,7 +538,11 @@ impl Tr<'_, '_> {
                     }
                 }
             }
-            _ => return Err(self.unsupported(format!("{op:?} of {d} (f16/bf16 must be cast to f32 first)"))),
+            _ => {
+                return Err(self.unsupported(format!(
+                    "{op:?} of {d} (f16/bf16 must be cast to f32 first)"
+                )))
+            }
         })
     }
 
@@ -478,11 +553,19 @@ impl Tr<'_, '_> {
             return Err(self.malformed(format!("fma of {}, {} and {}", a.ty, b.ty, c.ty)));
         }
         if a.repr == Repr::Chunks && b.repr == Repr::Chunks && c.repr == Repr::Chunks {
-            let parts = (0..a.parts.len()).map(|i| self.b.ins().fma(a.parts[i], b.parts[i], c.parts[i])).collect();
-            return Ok(Val { ty: a.ty, repr: Repr::Chunks, parts });
+            let parts = (0..a.parts.len())
+                .map(|i| self.b.ins().fma(a.parts[i], b.parts[i], c.parts[i]))
+                .collect();
+            return Ok(Val {
+                ty: a.ty,
+                repr: Repr::Chunks,
+                parts,
+            });
         }
         let (la, lb, lc) = (self.lanes(&a), self.lanes(&b), self.lanes(&c));
-        let out = (0..la.len()).map(|i| self.b.ins().fma(la[i], lb[i], lc[i])).collect();
+        let out = (0..la.len())
+            .map(|i| self.b.ins().fma(la[i], lb[i], lc[i]))
+            .collect();
         Ok(self.from_lanes(a.ty, out))
     }
 
@@ -524,7 +607,8 @@ impl Tr<'_, '_> {
         };
         let is_float = matches!(d, DType::F32 | DType::F64);
         if a.repr == Repr::Chunks && b.repr == Repr::Chunks && d != DType::Bool {
-            let vec_ok = is_float || (matches!(op, CmpOp::Eq | CmpOp::Ne) || signed) && d.bits() <= 32;
+            let vec_ok =
+                is_float || (matches!(op, CmpOp::Eq | CmpOp::Ne) || signed) && d.bits() <= 32;
             if vec_ok {
                 let parts = (0..a.parts.len())
                     .map(|i| {
@@ -535,25 +619,52 @@ impl Tr<'_, '_> {
                         }
                     })
                     .collect();
-                return Ok(Val { ty: out_ty, repr: Repr::Chunks, parts });
+                return Ok(Val {
+                    ty: out_ty,
+                    repr: Repr::Chunks,
+                    parts,
+                });
             }
         }
         let (la, lb) = (self.lanes(&a), self.lanes(&b));
         let out = (0..la.len())
-            .map(|i| if is_float { self.b.ins().fcmp(fcc, la[i], lb[i]) } else { self.b.ins().icmp(icc, la[i], lb[i]) })
+            .map(|i| {
+                if is_float {
+                    self.b.ins().fcmp(fcc, la[i], lb[i])
+                } else {
+                    self.b.ins().icmp(icc, la[i], lb[i])
+                }
+            })
             .collect();
-        Ok(Val { ty: out_ty, repr: Repr::Lanes, parts: out })
+        Ok(Val {
+            ty: out_ty,
+            repr: Repr::Lanes,
+            parts: out,
+        })
     }
 
     pub fn select(&mut self, c: Val, t: Val, e: Val) -> Result<Val> {
-        if t.ty != e.ty || c.ty.dtype != DType::Bool || (c.ty.lanes != 1 && c.ty.lanes != t.ty.lanes) {
+        if t.ty != e.ty
+            || c.ty.dtype != DType::Bool
+            || (c.ty.lanes != 1 && c.ty.lanes != t.ty.lanes)
+        {
             return Err(self.malformed(format!("select({}, {}, {})", c.ty, t.ty, e.ty)));
         }
         if c.ty.lanes == 1 {
             let cv = c.parts[0];
-            let (t, e) = if t.repr == e.repr { (t, e) } else { (self.canon(t), self.canon(e)) };
-            let parts = (0..t.parts.len()).map(|i| self.b.ins().select(cv, t.parts[i], e.parts[i])).collect();
-            return Ok(Val { ty: t.ty, repr: t.repr, parts });
+            let (t, e) = if t.repr == e.repr {
+                (t, e)
+            } else {
+                (self.canon(t), self.canon(e))
+            };
+            let parts = (0..t.parts.len())
+                .map(|i| self.b.ins().select(cv, t.parts[i], e.parts[i]))
+                .collect();
+            return Ok(Val {
+                ty: t.ty,
+                repr: t.repr,
+                parts,
+            });
         }
         let t = self.canon(t);
         let e = self.canon(e);
@@ -563,15 +674,25 @@ impl Tr<'_, '_> {
             if mt.lane_count() == ct.lane_count() {
                 let parts = (0..t.parts.len())
                     .map(|i| {
-                        let m = if mt == ct { c.parts[i] } else { self.b.ins().bitcast(ct, vflags(), c.parts[i]) };
+                        let m = if mt == ct {
+                            c.parts[i]
+                        } else {
+                            self.b.ins().bitcast(ct, vflags(), c.parts[i])
+                        };
                         self.b.ins().bitselect(m, t.parts[i], e.parts[i])
                     })
                     .collect();
-                return Ok(Val { ty: t.ty, repr: Repr::Chunks, parts });
+                return Ok(Val {
+                    ty: t.ty,
+                    repr: Repr::Chunks,
+                    parts,
+                });
             }
         }
         let (lc, lt, le) = (self.lanes(&c), self.lanes(&t), self.lanes(&e));
-        let out = (0..lt.len()).map(|i| self.b.ins().select(lc[i], lt[i], le[i])).collect();
+        let out = (0..lt.len())
+            .map(|i| self.b.ins().select(lc[i], lt[i], le[i]))
+            .collect();
         Ok(self.from_lanes(t.ty, out))
     }
 

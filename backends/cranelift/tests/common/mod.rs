@@ -41,8 +41,22 @@ impl Rng {
 }
 
 const SPECIAL: [f64; 16] = [
-    0.0, -0.0, 1.0, -1.0, 0.5, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e10, -1e10, 3.7, -2.5, 65519.0, 1e-40,
-    300.0, -129.5,
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    0.5,
+    f64::NAN,
+    f64::INFINITY,
+    f64::NEG_INFINITY,
+    1e10,
+    -1e10,
+    3.7,
+    -2.5,
+    65519.0,
+    1e-40,
+    300.0,
+    -129.5,
 ];
 
 /// Random values for an input buffer. Buffers whose name starts with `nz`
@@ -99,7 +113,12 @@ pub fn random_inputs(p: &Program, seed: u64) -> Vec<Tensor> {
         .into_iter()
         .map(|b| {
             let buf = &p.buffers[b.index()];
-            random_tensor(buf.dtype, &buf.shape, buf.name.as_deref().unwrap_or(""), &mut rng)
+            random_tensor(
+                buf.dtype,
+                &buf.shape,
+                buf.name.as_deref().unwrap_or(""),
+                &mut rng,
+            )
         })
         .collect()
 }
@@ -107,7 +126,11 @@ pub fn random_inputs(p: &Program, seed: u64) -> Vec<Tensor> {
 fn ulp_diff32(a: f32, b: f32) -> u32 {
     let key = |x: f32| {
         let i = x.to_bits() as i32;
-        if i < 0 { i32::MIN.wrapping_sub(i) } else { i }
+        if i < 0 {
+            i32::MIN.wrapping_sub(i)
+        } else {
+            i
+        }
     };
     key(a).wrapping_sub(key(b)).unsigned_abs()
 }
@@ -116,7 +139,13 @@ fn ulp_diff32(a: f32, b: f32) -> u32 {
 /// (any NaN matches any NaN), or within `ulp` ulp for f32.
 pub fn compare(what: &str, want: &Tensor, got: &Tensor, ulp: u32) -> Result<(), String> {
     if want.dtype() != got.dtype() || want.shape() != got.shape() {
-        return Err(format!("{what}: want {}{:?}, got {}{:?}", want.dtype(), want.shape(), got.dtype(), got.shape()));
+        return Err(format!(
+            "{what}: want {}{:?}, got {}{:?}",
+            want.dtype(),
+            want.shape(),
+            got.dtype(),
+            got.shape()
+        ));
     }
     let wb = want.to_le_bytes();
     let gb = got.to_le_bytes();
@@ -128,22 +157,38 @@ pub fn compare(what: &str, want: &Tensor, got: &Tensor, ulp: u32) -> Result<(), 
         }
         let ok = match want.dtype() {
             DType::F32 => {
-                let (x, y) = (f32::from_le_bytes(w.try_into().unwrap()), f32::from_le_bytes(g.try_into().unwrap()));
+                let (x, y) = (
+                    f32::from_le_bytes(w.try_into().unwrap()),
+                    f32::from_le_bytes(g.try_into().unwrap()),
+                );
                 (x.is_nan() && y.is_nan()) || (ulp > 0 && ulp_diff32(x, y) <= ulp)
             }
             DType::F64 => {
-                let (x, y) = (f64::from_le_bytes(w.try_into().unwrap()), f64::from_le_bytes(g.try_into().unwrap()));
+                let (x, y) = (
+                    f64::from_le_bytes(w.try_into().unwrap()),
+                    f64::from_le_bytes(g.try_into().unwrap()),
+                );
                 x.is_nan() && y.is_nan()
             }
-            DType::F16 => half::f16::from_le_bytes(w.try_into().unwrap()).is_nan() && half::f16::from_le_bytes(g.try_into().unwrap()).is_nan(),
-            DType::BF16 => half::bf16::from_le_bytes(w.try_into().unwrap()).is_nan() && half::bf16::from_le_bytes(g.try_into().unwrap()).is_nan(),
+            DType::F16 => {
+                half::f16::from_le_bytes(w.try_into().unwrap()).is_nan()
+                    && half::f16::from_le_bytes(g.try_into().unwrap()).is_nan()
+            }
+            DType::BF16 => {
+                half::bf16::from_le_bytes(w.try_into().unwrap()).is_nan()
+                    && half::bf16::from_le_bytes(g.try_into().unwrap()).is_nan()
+            }
             _ => false,
         };
         if !ok {
             return Err(format!(
                 "{what}: element {i} differs: interpreter {:?}, cranelift {:?}",
-                Tensor::from_le_bytes(want.dtype(), vec![1], w).unwrap().data(),
-                Tensor::from_le_bytes(got.dtype(), vec![1], g).unwrap().data()
+                Tensor::from_le_bytes(want.dtype(), vec![1], w)
+                    .unwrap()
+                    .data(),
+                Tensor::from_le_bytes(got.dtype(), vec![1], g)
+                    .unwrap()
+                    .data()
             ));
         }
     }
@@ -152,17 +197,30 @@ pub fn compare(what: &str, want: &Tensor, got: &Tensor, ulp: u32) -> Result<(), 
 
 /// Runs `p` on the interpreter and on Cranelift (1 and 3 threads) with the
 /// given inputs and compares every output.
-pub fn check_program_with(p: &Program, inputs: &[Tensor], opts: &Options, ulp: u32) -> Result<(), String> {
+pub fn check_program_with(
+    p: &Program,
+    inputs: &[Tensor],
+    opts: &Options,
+    ulp: u32,
+) -> Result<(), String> {
     let want = interp::run(p, inputs).map_err(|e| format!("interpreter: {e}"))?;
     for threads in [1, 3] {
-        let o = Options { threads, ..opts.clone() };
+        let o = Options {
+            threads,
+            ..opts.clone()
+        };
         let exe = compile(p, &o).map_err(|e| format!("compile: {e}"))?;
         let got = exe.run(inputs).map_err(|e| format!("run: {e}"))?;
         if got.len() != want.len() {
             return Err(format!("{} outputs, want {}", got.len(), want.len()));
         }
         for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-            compare(&format!("program `{}` output {i} ({threads} threads)", p.name), w, g, ulp)?;
+            compare(
+                &format!("program `{}` output {i} ({threads} threads)", p.name),
+                w,
+                g,
+                ulp,
+            )?;
         }
     }
     Ok(())
@@ -182,5 +240,7 @@ pub fn check(src: &str) {
 
 /// Whether any buffer is a planned temp (for tests of the arena).
 pub fn has_planned_temps(p: &Program) -> bool {
-    p.buffers.iter().any(|b| matches!(b.kind, BufKind::Temp { offset: Some(_) }))
+    p.buffers
+        .iter()
+        .any(|b| matches!(b.kind, BufKind::Temp { offset: Some(_) }))
 }

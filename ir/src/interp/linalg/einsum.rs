@@ -265,6 +265,46 @@ pub(super) fn eval(attrs: &Attrs, inputs: &[Option<&Tensor>]) -> Result<Tensor> 
     native!(F32, F64, I8, U8, I16, U16, I32, U32, I64, U64)
 }
 
+/// Einsum's iteration space for static operand shapes, for code generators:
+/// the joint labels (output labels first, then the summed ones in order of
+/// first use) with their sizes, and each operand's element stride per joint
+/// label (0 where the operand lacks the label or broadcasts it; a label
+/// repeated in one term, a diagonal, adds its strides). The interpreter walks
+/// exactly this space, summing over the labels after the first `n_output`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EinsumSpace {
+    /// Size of each joint label.
+    pub sizes: Vec<usize>,
+    /// How many leading joint labels are output axes (in output order).
+    pub n_output: usize,
+    /// `strides[input][joint label]`.
+    pub strides: Vec<Vec<usize>>,
+    /// The output shape (the first `n_output` sizes).
+    pub out_shape: Vec<usize>,
+}
+
+/// Parses `equation` for operands of `shapes` and returns its iteration space
+/// (errors as the interpreter's).
+pub fn einsum_space(equation: &str, shapes: &[&[usize]]) -> Result<EinsumSpace> {
+    let ranks: Vec<usize> = shapes.iter().map(|s| s.len()).collect();
+    let eq = Equation::parse(equation, &ranks)?;
+    let plan = Plan::new(&eq, shapes)?;
+    let n = plan.n_inputs;
+    let strides = (0..n)
+        .map(|i| {
+            (0..plan.sizes.len())
+                .map(|l| plan.strides[l * n + i])
+                .collect()
+        })
+        .collect();
+    Ok(EinsumSpace {
+        sizes: plan.sizes,
+        n_output: eq.output.len(),
+        strides,
+        out_shape: plan.out_shape,
+    })
+}
+
 /// The joint-index walk: sizes of all labels, and each operand's stride per label.
 struct Plan {
     sizes: Vec<usize>,

@@ -387,17 +387,26 @@ fn parse_params(attrs: &Attrs) -> Result<Params> {
     })
 }
 
-pub(crate) fn resize(attrs: &Attrs, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
-    let x = input(OP, inputs, 0)?;
+/// Everything Resize needs besides the data: parameters, the non-identity
+/// axes in application order, the output shape and the extrapolation value.
+type Prepared = (Params, Vec<(usize, Axis)>, Vec<usize>, f64);
+
+fn prepare(
+    attrs: &Attrs,
+    shape: &[usize],
+    roi: Option<&Tensor>,
+    scales: Option<&Tensor>,
+    sizes: Option<&Tensor>,
+) -> Result<Prepared> {
     let p = parse_params(attrs)?;
-    let r = x.rank();
+    let r = shape.len();
     let axes = resize_axes(attrs, r)?;
     let mut sizes_buf = Vec::new();
-    let target = target_of(opt_input(inputs, 2), opt_input(inputs, 3), &mut sizes_buf)?;
-    let (scale, out) = resize_plan(x.shape(), &axes, &target, aspect_policy(attrs)?)?;
+    let target = target_of(scales, sizes, &mut sizes_buf)?;
+    let (scale, out) = resize_plan(shape, &axes, &target, aspect_policy(attrs)?)?;
     crate::interp::movement::check_numel(OP, &out)?;
     // roi: starts then ends for the resized axes; the rest default to [0, 1].
-    let roi = match opt_input(inputs, 1).filter(|t| t.numel() > 0) {
+    let roi = match roi.filter(|t| t.numel() > 0) {
         None => None,
         Some(t) => {
             let v = t.to_f64_vec();
@@ -420,7 +429,7 @@ pub(crate) fn resize(attrs: &Attrs, inputs: &[Option<&Tensor>]) -> Result<Tensor
         .iter()
         .map(|&a| {
             let ax = Axis {
-                in_len: x.shape()[a],
+                in_len: shape[a],
                 out_len: out[a],
                 scale: scale[a],
                 roi: roi.as_ref().map(|v| v[a]),
@@ -436,6 +445,80 @@ pub(crate) fn resize(attrs: &Attrs, inputs: &[Option<&Tensor>]) -> Result<Tensor
             )));
         }
     }
+    Ok((p, plan, out, extrapolation))
+}
+
+/// Resize's sampling tables for a static input shape, for code generators:
+/// what the interpreter computes, as data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResizeTables {
+    /// `nearest` mode: a pure selection (each tap list is one source index
+    /// with weight 1); otherwise weighted sums in f64, one axis at a time.
+    pub nearest: bool,
+    pub out_shape: Vec<usize>,
+    /// The value of output elements whose source lies outside the input
+    /// (`tf_crop_and_resize` only).
+    pub extrapolation: f64,
+    /// The resized axes in the order the interpreter applies them (axes it
+    /// leaves unchanged are omitted): `(axis, taps)` with one entry per output
+    /// coordinate, `None` for the extrapolation value, else the
+    /// `(source index, weight)` taps, summed in order.
+    pub axes: Vec<ResizeAxisTaps>,
+}
+
+/// One resized axis of [`ResizeTables`].
+pub type ResizeAxisTaps = (usize, Vec<Option<Vec<(usize, f64)>>>);
+
+/// Builds [`ResizeTables`] for an input of `shape` and `dtype` (errors as the
+/// interpreter's; `roi`, `scales` and `sizes` are Resize's inputs 1 to 3).
+pub fn resize_tables(
+    attrs: &Attrs,
+    shape: &[usize],
+    dtype: DType,
+    roi: Option<&Tensor>,
+    scales: Option<&Tensor>,
+    sizes: Option<&Tensor>,
+) -> Result<ResizeTables> {
+    let (p, plan, out, extrapolation) = prepare(attrs, shape, roi, scales, sizes)?;
+    let nearest = p.mode == Mode::Nearest;
+    if !nearest && dtype == DType::Bool {
+        return Err(Error::invalid(format!(
+            "{OP}: cannot interpolate bool tensors"
+        )));
+    }
+    let mut axes = Vec::with_capacity(plan.len());
+    for (a, ax) in &plan {
+        let taps = (0..ax.out_len)
+            .map(|y| {
+                let (xs, outside) = ax.source(y, p.coord)?;
+                Ok((!outside).then(|| {
+                    if nearest {
+                        vec![(ax.nearest(xs, p.nearest), 1.0)]
+                    } else {
+                        ax.taps(xs, &p)
+                    }
+                }))
+            })
+            .collect::<Result<_>>()?;
+        axes.push((*a, taps));
+    }
+    Ok(ResizeTables {
+        nearest,
+        out_shape: out,
+        extrapolation,
+        axes,
+    })
+}
+
+pub(crate) fn resize(attrs: &Attrs, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
+    let x = input(OP, inputs, 0)?;
+    let (p, plan, _, extrapolation) = prepare(
+        attrs,
+        x.shape(),
+        opt_input(inputs, 1),
+        opt_input(inputs, 2),
+        opt_input(inputs, 3),
+    )?;
     if p.mode == Mode::Nearest {
         nearest(x, &plan, &p, extrapolation)
     } else {

@@ -452,6 +452,15 @@ fn extra_outputs_are_refused_naming_the_node() {
                %5: f32[1,2,5,4], %6: f32[1,2,7,4], %7: f32[1,2,7,4] = \
                Attention(%0, %1, %2, _, %3, %4) @my_attn\n out %5, %6, %7\n}";
     let g = parse(src);
-    let e = lower_graph(&g, &Options::default()).unwrap_err().to_string();
+    let e = lower_graph(&g, &Options::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("my_attn") && e.contains("present_key"), "{e}");
+}
+
+#[test]
+fn tmp_print() {
+    let g = parse(&qkv("f32[1,2,5,6]", "f32[1,1,7,6]", "f32[1,1,7,6]", "is_causal=1", "f32[1,2,5,6]"));
+    let p = lower_graph(&g, &Options::default()).unwrap();
+    eprintln!("{}", text::print(&p));
 }
