@@ -178,9 +178,19 @@ impl Compiler {
             timings: Mutex::new(timings),
             natives: Mutex::new(HashMap::new()),
             plans: Mutex::new(HashMap::new()),
+            value_specialise: false,
         };
+        let mut model = model;
         if self.backend == Backend::Cranelift && is_static {
-            model.static_native()?;
+            if let Err(e) = model.static_native() {
+                // a schedule may need an operand's value (Reduce axes, Pad pads given as
+                // inputs): specialise on the small inputs' values at run time instead
+                let small = model.source.inputs.iter().any(|&v| model.source.ty(v).shape.numel().is_some_and(|n| n <= FOLD_LIMIT));
+                if !small {
+                    return Err(e);
+                }
+                model.value_specialise = true;
+            }
         }
         Ok(model)
     }
@@ -268,6 +278,8 @@ pub struct CompiledModel {
     natives: Mutex<HashMap<Key, Arc<Native>>>,
     /// Per input-shape signature: the bound graph and the inputs folded as constants.
     plans: Mutex<HashMap<Vec<Vec<usize>>, (Arc<Graph>, Vec<usize>)>>,
+    /// The static graph did not lower without knowing some small inputs' values.
+    value_specialise: bool,
 }
 
 /// Inputs of at most this many elements may be specialised as constants
@@ -342,7 +354,7 @@ impl CompiledModel {
     /// (at most [`FOLD_LIMIT`] elements) are specialised as constants too, and
     /// the code is cached by their values as well.
     pub fn native_for(&self, inputs: &[Tensor]) -> Result<Arc<Native>> {
-        if fully_static(&self.graph) {
+        if fully_static(&self.graph) && !self.value_specialise {
             return self.static_native();
         }
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
@@ -361,7 +373,7 @@ impl CompiledModel {
                     }
                 }
                 let bound = timings.time("specialise", || bind_dims(src, &dims))?;
-                let folded: Vec<usize> = if fully_static(&bound) {
+                let folded: Vec<usize> = if fully_static(&bound) && !self.value_specialise {
                     vec![]
                 } else {
                     (0..bound.inputs.len()).filter(|&i| shapes[i].iter().product::<usize>() <= FOLD_LIMIT).collect()

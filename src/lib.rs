@@ -5,14 +5,28 @@
 //! and its reference interpreter, and the passes together, and it is the
 //! library that runtimes embed and the `kiln` CLI is built on.
 //!
-//! ```no_run
-//! use kiln::{load_model, ir::Tensor};
+//! The whole path, from an ONNX file to output tensors, through native code:
+//!
+//! ```
+//! use kiln::{Compiler, ir::Tensor};
 //!
 //! # fn main() -> Result<(), kiln::Error> {
-//! let graph = load_model("model.onnx".as_ref())?;
-//! let x = Tensor::from_vec(vec![1, 4], vec![1.0f32, 2.0, 3.0, 4.0])?;
-//! let outputs = kiln::ir::interp::run(&graph, &[x])?;
-//! println!("{:?}", outputs[0].shape());
+//! // import, simplify, optimize (egg), lower to kernel IR, plan memory, JIT with Cranelift
+//! let model = Compiler::new()
+//!     .dim("batch", 1)
+//!     .dim("sequence", 8)
+//!     .compile_file("examples/tiny_bert/model.onnx".as_ref())?;
+//! let ids = Tensor::from_vec(vec![1, 8], vec![1i64, 7, 3, 9, 4, 2, 0, 0])?;
+//! let mask = Tensor::from_vec(vec![1, 8], vec![1i64, 1, 1, 1, 1, 1, 0, 0])?;
+//! let outputs = model.run(&[ids, mask])?; // checked against the declared types
+//! assert_eq!(outputs[0].shape(), &[1, 8, 32]);
+//! // the same model on the reference interpreter agrees
+//! let reference = kiln::ir::interp::run(model.graph(), &[
+//!     Tensor::from_vec(vec![1, 8], vec![1i64, 7, 3, 9, 4, 2, 0, 0])?,
+//!     Tensor::from_vec(vec![1, 8], vec![1i64, 1, 1, 1, 1, 1, 0, 0])?,
+//! ])?;
+//! let (a, b) = (outputs[0].to_f64_vec(), reference[0].to_f64_vec());
+//! assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4));
 //! # Ok(())
 //! # }
 //! ```

@@ -67,6 +67,7 @@ fn check(src: &str, block: usize) {
         let native = exe.run(&ins).unwrap_or_else(|e| panic!("{e}"));
         let kir = interp::run(&p, &ins).unwrap_or_else(|e| panic!("{e}"));
         let want = kiln_ir::interp::run(&g, &ins).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(native.len(), want.len());
         for ((n, k), w) in native.iter().zip(&kir).zip(&want) {
             assert!(n.bit_eq(k), "native and kernel interpreter differ\n{src}");
             close(n, w, 1e-5);
@@ -163,6 +164,23 @@ fn native_attention_matches_the_interpreters() {
         ),
         2,
     );
+}
+
+/// The optional outputs (present key/value, the score matrix in every
+/// mode) natively: bit-exact against the kernel interpreter, within 1e-5 of
+/// the reference.
+#[test]
+fn native_extra_outputs() {
+    for mode in 0..4 {
+        let src = format!(
+            "graph @t {{\n in %0: f32[1,2,5,4]\n in %1: f32[1,2,4,4]\n in %2: f32[1,2,4,3]\n \
+             in %3: f32[5,7]\n in %4: f32[1,2,3,4]\n in %5: f32[1,2,3,3]\n \
+             %6: f32[1,2,5,3], %7: f32[1,2,7,4], %8: f32[1,2,7,3], %9: f32[1,2,5,7] = \
+             Attention[is_causal=1, softcap=2.0, qk_matmul_output_mode={mode}](%0, %1, %2, %3, %4, %5) @attn\n \
+             out %6, %7, %8, %9\n}}"
+        );
+        check(&src, 2);
+    }
 }
 
 /// A BERT-base-sized layer (12 heads of 64, 384 tokens): checked against

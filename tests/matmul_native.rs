@@ -45,6 +45,23 @@ fn graph(n: usize) -> Graph {
     g
 }
 
+/// The default blocking, or `KILN_MATMUL_BLOCK=mc,nc,kc`.
+fn blocked() -> Options {
+    let v: Vec<usize> = std::env::var("KILN_MATMUL_BLOCK")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    match v.as_slice() {
+        [mc, nc, kc] => Options {
+            mc: *mc,
+            nc: *nc,
+            kc: *kc,
+            ..Options::default()
+        },
+        _ => Options::default(),
+    }
+}
+
 fn unblocked() -> Options {
     Options {
         mc: 1 << 30,
@@ -93,7 +110,7 @@ fn matmul_native_gflops() {
     );
     for n in sizes {
         let g = graph(n);
-        let pb = schedule::lower(&g, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        let pb = schedule::lower(&g, &blocked()).unwrap_or_else(|e| panic!("{e}"));
         let pu = schedule::lower(&g, &unblocked()).unwrap_or_else(|e| panic!("{e}"));
         let x = Tensor::from_vec(vec![n, n], rand(n * n, 3)).unwrap();
         let flops = 2.0 * (n as f64).powi(3);
@@ -185,4 +202,39 @@ fn conv_pool_norm_native_match_the_reference() {
             }
         }
     }
+}
+
+/// Instruction-count harness (ignored by default; it checks only that the
+/// blocked and unblocked schedules agree bit for bit): compiles the blocked
+/// schedule of one `n`, runs it once to warm up, then `reps` more times on one
+/// thread and nothing else, so that
+/// `perf stat -e instructions:u <test binary> --ignored matmul_native_profile`
+/// with `KILN_MATMUL_PROFILE=n,reps` minus the same with `n,0` is the
+/// instruction count of `reps` runs of the kernel. Prints the best time too.
+#[test]
+#[ignore]
+fn matmul_native_profile() {
+    let v: Vec<usize> = std::env::var("KILN_MATMUL_PROFILE")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    let (n, reps) = match v.as_slice() {
+        [n, reps] => (*n, *reps),
+        [n] => (*n, 3),
+        _ => (256, 3),
+    };
+    let g = graph(n);
+    let p = schedule::lower(&g, &blocked()).unwrap_or_else(|e| panic!("{e}"));
+    let x = Tensor::from_vec(vec![n, n], rand(n * n, 3)).unwrap();
+    let (t, y) = time(&p, &x, 1, reps);
+    if std::env::var("KILN_MATMUL_PROFILE_CHECK").is_ok() {
+        let pu = schedule::lower(&g, &unblocked()).unwrap_or_else(|e| panic!("{e}"));
+        let (_, yu) = time(&pu, &x, 1, 0);
+        assert!(y.bit_eq(&yu), "n={n}: blocking changed the result");
+    }
+    println!(
+        "n={n} reps={reps}: best {:.3} ms, {:.2} GFLOP/s",
+        t * 1e3,
+        2.0 * (n as f64).powi(3) / t / 1e9
+    );
 }

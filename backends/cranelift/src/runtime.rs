@@ -46,8 +46,11 @@ impl Job {
     }
 }
 
+/// Pending tasks (a job and its task number) and the shutdown flag.
+type Tasks = (VecDeque<(Arc<Job>, usize)>, bool);
+
 struct Queue {
-    tasks: Mutex<(VecDeque<(Arc<Job>, usize)>, bool)>,
+    tasks: Mutex<Tasks>,
     cv: Condvar,
 }
 

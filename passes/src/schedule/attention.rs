@@ -1,18 +1,25 @@
 //! The Attention schedule (ONNX opset-23 `Attention`), FlashAttention-style.
 //!
 //! Requires: static shapes; Q, K, V float (f32, f16/bf16 computed in f32,
-//! f64 computed in f64); only output 0 (`Y`) requested. Establishes: one
-//! kernel whose grid runs over (batch, query head, block of
-//! [`QUERY_BLOCK`] query rows). For each query row the kernel streams over
-//! the allowed keys in blocks of [`Options::attn_block`], keeping the online
-//! softmax state: a running maximum `m`, a running sum `l` and an output
-//! accumulator of `Dv` lanes held in `Local` vectors (chunks of
-//! [`Options::lanes`]). Per key block it computes the block's logits (dot
-//! products vectorised over the head dimension) into a private scratch of
-//! `attn_block` elements, takes the block maximum, rescales `l` and the
-//! accumulator once by `exp(m_old - m_new)`, then accumulates `exp(s - m)`
-//! and `exp(s - m)·V[j]` (vectorised over `Dv`). No buffer of `S_q × S_kv`
-//! elements is ever allocated or written.
+//! f64 computed in f64). Establishes: for output 0 (`Y`) one kernel whose
+//! grid runs over (batch, query head, block of [`QUERY_BLOCK`] query rows).
+//! Per query row the kernel keeps the row's scaled Q and an output
+//! accumulator of `Dv` elements in private buffers (not in registers: with
+//! `D = Dv = 64` they would be 32 vectors, twice the register file) and the
+//! online softmax state, a running maximum `m` and sum `l`. It streams over
+//! the allowed keys in blocks of [`Options::attn_block`]: the block's logits
+//! ([`KEYS_PER_STEP`] keys at a time, each load of Q shared by the keys, dot
+//! products vectorised over the head dimension in [`DOT_CHAINS`] chains per
+//! key) go to a private scratch of `attn_block` elements; then the block
+//! maximum, one rescaling of `l` and the accumulator by `exp(m_old - m_new)`,
+//! the probabilities `exp(s - m)` vectorised over the block (the kernel-IR
+//! arithmetic of [`exp`] for f32, so no call per key), and `acc += p·V` in
+//! register tiles of [`ACC_TILE`] vectors. No buffer of `S_q × S_kv`
+//! elements is allocated or written for `Y`.
+//!
+//! The optional outputs `present_key`, `present_value` and
+//! `qk_matmul_output` each get a kernel of their own ([`outputs`]); the last
+//! is the one `S_q × S_total` buffer, because the user asked for it.
 //!
 //! Semantics are the reference interpreter's (`kiln_ir::interp::attention`):
 //! 3-D (`[B, S, H·D]`, `q_num_heads`/`kv_num_heads`) and 4-D inputs; grouped
@@ -27,18 +34,20 @@
 //! loop bounds exclude them); a row with no allowed key is zeros, as in the
 //! reference.
 //!
-//! Numerics: for f32 the logit is `(q·scale)·k` (one rounding away from the
-//! reference's `(q·√scale)·(k·√scale)`), dot products accumulate in lane
-//! order with fused multiply-adds, and the softmax is normalised once at the
-//! end (`acc · (1/l)`): results agree with the reference to a few ulp per
-//! key. For f16/bf16 the reference's roundings of the scaled Q and K, the
-//! logits and the bias are reproduced; its rounding of the normalised
-//! probabilities cannot be (they never exist here), so results agree to
-//! about the 16-bit type's precision.
+//! Numerics of `Y`: for f32 the logit is `(q·scale)·k` (one rounding away
+//! from the reference's `(q·√scale)·(k·√scale)`), dot products accumulate
+//! in chains of fused multiply-adds, `exp` is within 2 ulp of libm's (0 below
+//! `-87.33`, where libm's is below 2^-126), the probabilities of a block are
+//! summed lane-wise, and the softmax is normalised once at the end
+//! (`acc · (1/l)`): results agree with the reference to a few ulp per key
+//! (the tests hold them to 1e-5 relative). For f16/bf16 the reference's
+//! roundings of the scaled Q and K, the logits and the bias are reproduced;
+//! its rounding of the normalised probabilities cannot be (they never exist
+//! here), so results agree to about the 16-bit type's precision (tests:
+//! 2e-3 for f16, 1e-2 for bf16). f64 uses the `Exp` op (tests: 1e-12).
 //!
-//! Not scheduled (a [`Reason`]): the optional outputs `present_key`,
-//! `present_value` and `qk_matmul_output`; non-float Q/K/V; masks of a type
-//! that is neither bool nor numeric.
+//! Not scheduled (a [`Reason`]): non-float Q/K/V; masks of a type that is
+//! neither bool nor numeric.
 
 use super::*;
 use kiln_ir::kernel::{BinOp, CmpOp, LaneOp, Scope, Ty, UnOp};
@@ -47,8 +56,15 @@ use kiln_ir::Attrs;
 /// Query rows per grid point.
 pub const QUERY_BLOCK: usize = 16;
 
-/// Independent FMA chains per dot product (hides the FMA latency).
-const DOT_CHAINS: usize = 4;
+/// Independent FMA chains per key of a dot product (with
+/// [`KEYS_PER_STEP`] keys: 8 chains, which hide the FMA latency).
+const DOT_CHAINS: usize = 2;
+
+/// Keys whose logits are computed together, sharing each load of Q.
+const KEYS_PER_STEP: usize = 4;
+
+/// Accumulator vectors updated per pass over a key block (register tile).
+const ACC_TILE: usize = 8;
 
 /// Head geometry (as in the reference interpreter's `Geometry`).
 #[derive(Clone, Debug, PartialEq)]
@@ -89,6 +105,10 @@ struct Plan {
     softcap: f32,
     left_window: i64,
     right_window: i64,
+    /// `qk_matmul_output_mode` (0 raw, 1 softcapped, 2 with the bias, 3 softmax).
+    qk_mode: i64,
+    /// `softmax_precision`, if given.
+    softmax_precision: Option<DType>,
 }
 
 fn dims_of(what: &str, t: &TensorType) -> Result<Vec<usize>, String> {
@@ -98,10 +118,9 @@ fn dims_of(what: &str, t: &TensorType) -> Result<Vec<usize>, String> {
 }
 
 fn plan(attrs: &Attrs, inputs: &[Option<&TensorType>], n_outputs: usize) -> Result<Plan, String> {
-    if n_outputs != 1 {
+    if !(1..=4).contains(&n_outputs) {
         return Err(format!(
-            "Attention with {n_outputs} outputs: only Y is scheduled (present_key, \
-             present_value and qk_matmul_output are not)"
+            "Attention has 1 to 4 outputs, this node {n_outputs}"
         ));
     }
     let at = |i: usize| inputs.get(i).copied().flatten();
@@ -202,6 +221,15 @@ fn plan(attrs: &Attrs, inputs: &[Option<&TensorType>], n_outputs: usize) -> Resu
         softcap: attrs.float_or("softcap", 0.0).map_err(err)?,
         left_window: window("left_window_size")?,
         right_window: window("right_window_size")?,
+        qk_mode: match attrs.int_or("qk_matmul_output_mode", 0).map_err(err)? {
+            m @ 0..=3 => m,
+            m => {
+                return Err(format!(
+                    "qk_matmul_output_mode must be 0, 1, 2 or 3, got {m}"
+                ))
+            }
+        },
+        softmax_precision,
     })
 }
 
@@ -373,13 +401,20 @@ struct KvSource {
 /// Expression helpers and per-row state shared by the streaming phases.
 struct Emit<'p> {
     p: &'p Plan,
-    /// Q chunks: variable holding the scaled Q lanes, offset, lanes.
-    q: Vec<(Var, i64, u32)>,
-    /// Accumulator chunks over `Dv`: local, offset, lanes.
-    acc: Vec<(Var, i64, u32)>,
+    /// Vector width of the logits' exp and of the chunks below.
+    lanes: u32,
+    /// Private buffer of the row's scaled Q (`head` elements) and its chunks
+    /// (offset, lanes).
+    qs: BufId,
+    q: Vec<(i64, u32)>,
+    /// Private buffer of the output accumulator (`v_head` elements) and its
+    /// chunks.
+    acc: BufId,
+    acc_chunks: Vec<(i64, u32)>,
     m: Var,
     l: Var,
-    /// Private scratch of `block` logits.
+    /// Private scratch of one key block of logits, then probabilities
+    /// (`block` rounded up to `lanes`).
     scratch: BufId,
     block: i64,
     /// Index expressions of batch, query head and query row (for the mask).
@@ -393,6 +428,22 @@ struct Emit<'p> {
 
 fn bin(op: BinOp, a: Expr, b: Expr) -> Expr {
     Expr::binary(op, a, b)
+}
+
+/// Pairwise sum `(e0 + e1) + (e2 + e3)`.
+fn tree_sum(mut es: Vec<Expr>) -> Option<Expr> {
+    while es.len() > 1 {
+        let mut next = Vec::with_capacity(es.len().div_ceil(2));
+        let mut it = es.into_iter();
+        while let Some(a) = it.next() {
+            next.push(match it.next() {
+                Some(b) => bin(BinOp::Add, a, b),
+                None => a,
+            });
+        }
+        es = next;
+    }
+    es.pop()
 }
 
 impl Emit<'_> {
@@ -432,62 +483,111 @@ impl Emit<'_> {
         self.round_q(bin(BinOp::Mul, e, self.f(self.sqrt_scale, lanes)))
     }
 
-    /// The logit of key `jt` (total index) read at `k_index` of `src`: the
-    /// dot product, softcap, bias.
-    fn logit(&self, src: &KvSource, k_index: IndexExpr, jt: IndexExpr) -> Expr {
+    /// `exp(x)` of `lanes` compute-type lanes, `x <= 0` (see [`exp`]): kernel-IR
+    /// arithmetic for f32, the `Exp` op for f64.
+    fn exp(&self, out: &mut Vec<Stmt>, kb: &mut KernelBuilder, x: Expr, lanes: u32) -> Expr {
+        if self.ct() == DType::F32 {
+            exp::exp_f32(out, &mut || kb.var(), x, lanes)
+        } else {
+            let v = kb.var();
+            out.push(Stmt::Let {
+                var: v,
+                value: Expr::unary(UnOp::Exp, x),
+            });
+            Expr::var(v)
+        }
+    }
+
+    /// The dot products of the row's scaled Q with the keys read at
+    /// `k_rows` of `src`, sharing each load of Q between the keys: per key
+    /// [`DOT_CHAINS`] vector accumulators (short dependency chains), added
+    /// pairwise and reduced over the lanes. Emits the statements into `out`.
+    fn dots(
+        &self,
+        kb: &mut KernelBuilder,
+        src: &KvSource,
+        k_rows: &[IndexExpr],
+        out: &mut Vec<Stmt>,
+    ) -> Vec<Expr> {
         let p = self.p;
-        // group chunks by lane count; within a group, fold the chunks into
-        // DOT_CHAINS independent FMA chains (short dependency chains), add
-        // the chains, reduce the lanes, then add the groups.
-        let mut groups: Vec<(u32, usize, Vec<Expr>)> = Vec::new();
-        for &(qv, off, lanes) in &self.q {
-            let mut kx = self.ld(src.k, p.kdt, k_index.clone().add(IndexExpr::c(off)), lanes);
+        let ct = self.ct();
+        let kx = |row: &IndexExpr, off: i64, n: u32| {
+            let x = self.ld(src.k, p.kdt, row.clone().add(IndexExpr::c(off)), n);
             if self.half() {
-                kx = self.scaled_half(kx, lanes);
-            }
-            let gi = match groups.iter().position(|(n, _, _)| *n == lanes) {
-                Some(gi) => gi,
-                None => {
-                    groups.push((lanes, 0, Vec::new()));
-                    groups.len() - 1
-                }
-            };
-            let (_, count, chains) = &mut groups[gi];
-            let c = *count % DOT_CHAINS;
-            *count += 1;
-            if c == chains.len() {
-                chains.push(bin(BinOp::Mul, Expr::var(qv), kx));
+                self.scaled_half(x, n)
             } else {
-                let prev = std::mem::replace(&mut chains[c], Expr::f32(0.0));
-                chains[c] = Expr::fma(Expr::var(qv), kx, prev);
+                x
+            }
+        };
+        let full: Vec<(i64, u32)> = self
+            .q
+            .iter()
+            .copied()
+            .filter(|&(_, n)| n == self.lanes)
+            .collect();
+        let tail = self.q.iter().copied().find(|&(_, n)| n != self.lanes);
+        let chains = full.len().min(DOT_CHAINS);
+        let accs: Vec<Vec<Var>> = k_rows
+            .iter()
+            .map(|_| (0..chains).map(|_| kb.var()).collect())
+            .collect();
+        for a in accs.iter().flatten() {
+            out.push(Stmt::Local {
+                var: *a,
+                ty: Ty::vector(ct, self.lanes),
+                init: self.f(0.0, self.lanes),
+            });
+        }
+        for (ci, &(off, n)) in full.iter().enumerate() {
+            let qv = kb.var();
+            out.push(Stmt::Let {
+                var: qv,
+                value: Expr::load(self.qs, IndexExpr::c(off), n),
+            });
+            for (row, acc) in k_rows.iter().zip(&accs) {
+                let a = acc[ci % chains];
+                out.push(Stmt::Assign {
+                    var: a,
+                    value: Expr::fma(Expr::var(qv), kx(row, off, n), Expr::var(a)),
+                });
             }
         }
-        let mut s: Option<Expr> = None;
-        for (lanes, _, mut chains) in groups {
-            // pairwise: (c0 + c1) + (c2 + c3)
-            while chains.len() > 1 {
-                let mut next = Vec::with_capacity(chains.len().div_ceil(2));
-                let mut it = chains.into_iter();
-                while let Some(a) = it.next() {
-                    next.push(match it.next() {
-                        Some(b) => bin(BinOp::Add, a, b),
-                        None => a,
-                    });
-                }
-                chains = next;
-            }
-            let Some(e) = chains.pop() else { continue };
-            let e = if lanes > 1 {
+        let qt = tail.map(|(off, n)| {
+            let v = kb.var();
+            out.push(Stmt::Let {
+                var: v,
+                value: Expr::load(self.qs, IndexExpr::c(off), n),
+            });
+            (v, off, n)
+        });
+        let reduce = |e: Expr, n: u32| {
+            if n > 1 {
                 Expr::reduce_lanes(LaneOp::Add, e)
             } else {
                 e
-            };
-            s = Some(match s {
-                None => e,
-                Some(a) => bin(BinOp::Add, a, e),
-            });
-        }
-        let mut s = self.round_q(s.unwrap_or_else(|| self.f(0.0, 1)));
+            }
+        };
+        k_rows
+            .iter()
+            .zip(&accs)
+            .map(|(row, acc)| {
+                let mut parts = Vec::new();
+                if let Some(e) = tree_sum(acc.iter().map(|&a| Expr::var(a)).collect()) {
+                    parts.push(reduce(e, self.lanes));
+                }
+                if let Some((v, off, n)) = qt {
+                    parts.push(reduce(bin(BinOp::Mul, Expr::var(v), kx(row, off, n)), n));
+                }
+                tree_sum(parts).unwrap_or_else(|| self.f(0.0, 1))
+            })
+            .collect()
+    }
+
+    /// The logit of key `jt` (total index) from its dot product: the 16-bit
+    /// rounding, softcap, bias.
+    fn finish_logit(&self, dot: Expr, jt: IndexExpr) -> Expr {
+        let p = self.p;
+        let mut s = self.round_q(dot);
         if p.softcap > 0.0 {
             let c = self.f(p.softcap as f64, 1);
             s = bin(
@@ -511,113 +611,187 @@ impl Emit<'_> {
         s
     }
 
-    /// Streams the keys `lo..hi` (total indices) of `src` through the online
-    /// softmax, block by block.
-    fn phase(&self, kb: &mut KernelBuilder, src: &KvSource, lo: IndexExpr, hi: IndexExpr) -> Stmt {
-        let ct = self.ct();
-        let (j0, bm, j, sj, msafe, alpha, j2, pj) = (
-            kb.var(),
-            kb.var(),
-            kb.var(),
-            kb.var(),
-            kb.var(),
-            kb.var(),
-            kb.var(),
-            kb.var(),
-        );
-        let jv = IndexExpr::var(j0);
-        let jend = jv.clone().add(IndexExpr::c(self.block)).min(hi.clone());
-        let local_key = |x: Var, row: i64, base: &IndexExpr| {
-            base.clone()
-                .add(IndexExpr::var(x).add(IndexExpr::c(-src.shift)).mul(row))
-        };
-        let s = self.logit(src, local_key(j, src.k_row, &src.k_base), IndexExpr::var(j));
-        let slot = |x: Var| IndexExpr::var(x).add(jv.clone().mul(-1));
-        let scores = vec![
-            Stmt::Let { var: sj, value: s },
-            Stmt::Store {
+    /// Logits of the keys `keys` (total indices) into the scratch at
+    /// `key - j0`, folding them into the block maximum `bm`.
+    fn score(
+        &self,
+        kb: &mut KernelBuilder,
+        src: &KvSource,
+        keys: &[IndexExpr],
+        j0: &IndexExpr,
+        bm: Var,
+    ) -> Vec<Stmt> {
+        let rows: Vec<IndexExpr> = keys
+            .iter()
+            .map(|jt| {
+                src.k_base
+                    .clone()
+                    .add(jt.clone().add(IndexExpr::c(-src.shift)).mul(src.k_row))
+            })
+            .collect();
+        let mut out = Vec::new();
+        let dots = self.dots(kb, src, &rows, &mut out);
+        for (dot, jt) in dots.into_iter().zip(keys) {
+            let s = kb.var();
+            out.push(Stmt::Let {
+                var: s,
+                value: self.finish_logit(dot, jt.clone()),
+            });
+            out.push(Stmt::Store {
                 buf: self.scratch,
-                index: slot(j),
-                value: Expr::var(sj),
-            },
-            Stmt::Assign {
+                index: jt.clone().add(j0.clone().mul(-1)),
+                value: Expr::var(s),
+            });
+            out.push(Stmt::Assign {
                 var: bm,
-                value: bin(BinOp::Max, Expr::var(bm), Expr::var(sj)),
-            },
-        ];
-        let mut body = vec![
-            Stmt::Local {
-                var: bm,
-                ty: Ty::scalar(ct),
-                init: Expr::var(self.m),
-            },
-            for_(j, jv.clone(), jend.clone(), 1, scores),
-            // m_safe: 0 while every logit so far is -inf (no NaN from -inf - -inf)
-            Stmt::Let {
-                var: msafe,
-                value: Expr::select(
-                    Expr::cmp(CmpOp::Eq, Expr::var(bm), self.f(f64::NEG_INFINITY, 1)),
-                    self.f(0.0, 1),
-                    Expr::var(bm),
-                ),
-            },
-            Stmt::Let {
-                var: alpha,
-                value: Expr::unary(
-                    UnOp::Exp,
-                    bin(BinOp::Sub, Expr::var(self.m), Expr::var(msafe)),
-                ),
-            },
-            Stmt::Assign {
-                var: self.l,
-                value: bin(BinOp::Mul, Expr::var(self.l), Expr::var(alpha)),
-            },
-        ];
-        for &(a, _, lanes) in &self.acc {
-            body.push(Stmt::Assign {
-                var: a,
-                value: bin(
-                    BinOp::Mul,
-                    Expr::var(a),
-                    Expr::splat(lanes, Expr::var(alpha)),
-                ),
+                value: bin(BinOp::Max, Expr::var(bm), Expr::var(s)),
             });
         }
+        out
+    }
+
+    /// Streams the keys `lo..hi` (total indices) of `src` through the online
+    /// softmax, block by block: the block's logits ([`KEYS_PER_STEP`] keys
+    /// at a time), its maximum, the rescaling of `l` and the accumulator by
+    /// `exp(m_old - m_new)`, the probabilities `exp(s - m)` vectorised over
+    /// the block, and `acc += p·V` in tiles of [`ACC_TILE`] vectors.
+    fn phase(&self, kb: &mut KernelBuilder, src: &KvSource, lo: IndexExpr, hi: IndexExpr) -> Stmt {
+        let ct = self.ct();
+        let lanes = self.lanes;
+        let (j0, bm, msafe, alpha) = (kb.var(), kb.var(), kb.var(), kb.var());
+        let jv = IndexExpr::var(j0);
+        let jend = jv.clone().add(IndexExpr::c(self.block)).min(hi.clone());
+        let count = jend.clone().add(jv.clone().mul(-1));
+        let step = KEYS_PER_STEP as i64;
+        let main_end = jv.clone().add(count.clone().div(step).mul(step));
+        let mut body = vec![Stmt::Local {
+            var: bm,
+            ty: Ty::scalar(ct),
+            init: Expr::var(self.m),
+        }];
+        let j = kb.var();
+        let keys: Vec<IndexExpr> = (0..step)
+            .map(|k| IndexExpr::var(j).add(IndexExpr::c(k)))
+            .collect();
+        let grp = self.score(kb, src, &keys, &jv, bm);
+        body.push(for_(j, jv.clone(), main_end.clone(), step, grp));
+        let jt = kb.var();
+        let one = self.score(kb, src, &[IndexExpr::var(jt)], &jv, bm);
+        body.push(for_(jt, main_end, jend.clone(), 1, one));
+        // m_safe: 0 while every logit so far is -inf (no NaN from -inf - -inf)
+        body.push(Stmt::Let {
+            var: msafe,
+            value: Expr::select(
+                Expr::cmp(CmpOp::Eq, Expr::var(bm), self.f(f64::NEG_INFINITY, 1)),
+                self.f(0.0, 1),
+                Expr::var(bm),
+            ),
+        });
+        let a = self.exp(
+            &mut body,
+            kb,
+            bin(BinOp::Sub, Expr::var(self.m), Expr::var(msafe)),
+            1,
+        );
+        body.push(Stmt::Let {
+            var: alpha,
+            value: a,
+        });
         body.push(Stmt::Assign {
             var: self.m,
             value: Expr::var(bm),
         });
-        let mut acc_body = vec![
-            Stmt::Let {
-                var: pj,
-                value: Expr::unary(
-                    UnOp::Exp,
-                    bin(
-                        BinOp::Sub,
-                        Expr::load(self.scratch, slot(j2), 1),
-                        Expr::var(msafe),
+        // the probabilities, `lanes` at a time: the slots past the block's
+        // keys (up to the next multiple of `lanes`) hold -inf, whose exp is 0
+        let padded = count
+            .clone()
+            .add(IndexExpr::c(lanes as i64 - 1))
+            .div(lanes as i64)
+            .mul(lanes as i64);
+        let pad = kb.var();
+        body.push(for_(
+            pad,
+            count,
+            padded.clone(),
+            1,
+            vec![Stmt::Store {
+                buf: self.scratch,
+                index: IndexExpr::var(pad),
+                value: self.f(f64::NEG_INFINITY, 1),
+            }],
+        ));
+        let (sum, v) = (kb.var(), kb.var());
+        body.push(Stmt::Local {
+            var: sum,
+            ty: Ty::vector(ct, lanes),
+            init: self.f(0.0, lanes),
+        });
+        let mut probs = Vec::new();
+        let x = bin(
+            BinOp::Sub,
+            Expr::load(self.scratch, IndexExpr::var(v), lanes),
+            Expr::splat(lanes, Expr::var(msafe)),
+        );
+        let e = self.exp(&mut probs, kb, x, lanes);
+        probs.push(Stmt::Store {
+            buf: self.scratch,
+            index: IndexExpr::var(v),
+            value: e.clone(),
+        });
+        probs.push(Stmt::Assign {
+            var: sum,
+            value: bin(BinOp::Add, Expr::var(sum), e),
+        });
+        body.push(for_(v, IndexExpr::c(0), padded, lanes as i64, probs));
+        let total = if lanes > 1 {
+            Expr::reduce_lanes(LaneOp::Add, Expr::var(sum))
+        } else {
+            Expr::var(sum)
+        };
+        body.push(Stmt::Assign {
+            var: self.l,
+            value: Expr::fma(Expr::var(self.l), Expr::var(alpha), total),
+        });
+        // acc = acc·alpha + Σ_j p_j·V[j], a tile of accumulators at a time
+        for tile in self.acc_chunks.chunks(ACC_TILE) {
+            let vars: Vec<Var> = tile.iter().map(|_| kb.var()).collect();
+            for (&var, &(off, n)) in vars.iter().zip(tile) {
+                body.push(Stmt::Local {
+                    var,
+                    ty: Ty::vector(ct, n),
+                    init: bin(
+                        BinOp::Mul,
+                        Expr::load(self.acc, IndexExpr::c(off), n),
+                        Expr::splat(n, Expr::var(alpha)),
                     ),
-                ),
-            },
-            Stmt::Assign {
-                var: self.l,
-                value: bin(BinOp::Add, Expr::var(self.l), Expr::var(pj)),
-            },
-        ];
-        let v_row = local_key(j2, src.v_row, &src.v_base);
-        for &(a, off, lanes) in &self.acc {
-            let vx = self.ld(
-                src.v,
-                self.p.vdt,
-                v_row.clone().add(IndexExpr::c(off)),
-                lanes,
+                });
+            }
+            let (j2, pj) = (kb.var(), kb.var());
+            let v_row = src.v_base.clone().add(
+                IndexExpr::var(j2)
+                    .add(IndexExpr::c(-src.shift))
+                    .mul(src.v_row),
             );
-            acc_body.push(Stmt::Assign {
-                var: a,
-                value: Expr::fma(Expr::splat(lanes, Expr::var(pj)), vx, Expr::var(a)),
-            });
+            let mut acc_body = vec![Stmt::Let {
+                var: pj,
+                value: Expr::load(self.scratch, IndexExpr::var(j2).add(jv.clone().mul(-1)), 1),
+            }];
+            for (&var, &(off, n)) in vars.iter().zip(tile) {
+                let vx = self.ld(src.v, self.p.vdt, v_row.clone().add(IndexExpr::c(off)), n);
+                acc_body.push(Stmt::Assign {
+                    var,
+                    value: Expr::fma(Expr::splat(n, Expr::var(pj)), vx, Expr::var(var)),
+                });
+            }
+            body.push(for_(j2, jv.clone(), jend.clone(), 1, acc_body));
+            for (&var, &(off, _)) in vars.iter().zip(tile) {
+                body.push(Stmt::Store {
+                    buf: self.acc,
+                    index: IndexExpr::c(off),
+                    value: Expr::var(var),
+                });
+            }
         }
-        body.push(for_(j2, jv.clone(), jend, 1, acc_body));
         for_(j0, lo, hi, self.block, body)
     }
 }
@@ -672,6 +846,67 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
     let ins: Vec<Option<&TensorType>> =
         node.inputs.iter().map(|o| o.map(|v| graph.ty(v))).collect();
     let p = plan(&node.attrs, &ins, node.outputs.len())?;
+    lower_y(cx, node, &p)?;
+    for which in 1..node.outputs.len().min(3) {
+        outputs::present(cx, node, &p, which)?;
+    }
+    if node.outputs.len() > 3 {
+        outputs::qk_matmul_output(cx, node, &p)?;
+    }
+    Ok(())
+}
+
+/// The allowed keys `lo..hi` (total indices) of query row `i` of batch `b`:
+/// causality, the windows, the mask's padding and `nonpad_kv_seqlen`.
+fn row_bounds(
+    p: &Plan,
+    b_e: &IndexExpr,
+    i_e: &IndexExpr,
+    nonpad: Option<BufId>,
+) -> (IndexExpr, IndexExpr) {
+    let g = &p.g;
+    let nonpad_len = nonpad.map(|nb| IndexExpr::Dyn(Box::new(Expr::load(nb, b_e.clone(), 1))));
+    let pos = match &nonpad_len {
+        _ if p.past => i_e.clone().add(IndexExpr::c(g.past_seq as i64)),
+        Some(n) => i_e
+            .clone()
+            .add(n.clone())
+            .add(IndexExpr::c(-(g.q_seq as i64))),
+        None => i_e.clone(),
+    };
+    let mut lo = IndexExpr::c(0);
+    if p.left_window >= 0 {
+        lo = pos.clone().add(IndexExpr::c(-p.left_window)).max(lo);
+    }
+    let mut hi = IndexExpr::c(g.total() as i64);
+    if p.causal {
+        hi = hi.min(pos.clone().add(IndexExpr::c(1)));
+    }
+    if p.right_window >= 0 {
+        hi = hi.min(pos.clone().add(IndexExpr::c(p.right_window + 1)));
+    }
+    if let Some((_, md)) = &p.mask {
+        hi = hi.min(IndexExpr::c(md.last().copied().unwrap_or(1) as i64));
+    }
+    if let Some(n) = nonpad_len {
+        hi = hi.min(n);
+    }
+    (lo, hi)
+}
+
+/// The reference's scale factor: `sqrt(scale)` (f32 sqrt of the attribute,
+/// f64 of the default `1/sqrt(D)`) rounded to the compute type and to Q's
+/// dtype; it is applied to Q and to K.
+fn sqrt_scale(p: &Plan) -> f64 {
+    let s = match p.scale {
+        Some(s) => s.sqrt() as f64,
+        None => (1.0 / (p.g.head as f64).sqrt()).sqrt(),
+    };
+    round_to(round_to(s, p.ct), p.qdt)
+}
+
+/// The kernel of output 0 (`Y`): the streaming online softmax.
+fn lower_y(cx: &mut Lower, node: &Node, p: &Plan) -> Result<(), String> {
     let g = &p.g;
     let input = |i: usize| node.inputs.get(i).copied().flatten();
     let val = |i: usize, what: &str| input(i).ok_or_else(|| format!("missing input {what}"));
@@ -715,19 +950,17 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
     let i = kb.var();
     let (b_e, h_e, i_e) = (IndexExpr::var(bv), IndexExpr::var(hv), IndexExpr::var(i));
     let kvh = h_e.clone().div((g.q_heads / g.kv_heads) as i64);
-    let scratch = cx.local();
+    let (scratch, qs, accb) = (cx.local(), cx.local(), cx.local());
+    let scratch_len = block.div_ceil(lanes) * lanes;
 
-    // reference scale: sqrt(scale) (f32 sqrt of the attribute, f64 of the
-    // default) rounded to Q's dtype, applied to Q and to K
-    let sqrt_scale = match p.scale {
-        Some(s) => s.sqrt() as f64,
-        None => (1.0 / (g.head as f64).sqrt()).sqrt(),
-    };
-    let sq = round_to(round_to(sqrt_scale, p.ct), p.qdt);
-    let mut em = Emit {
-        p: &p,
-        q: Vec::new(),
-        acc: Vec::new(),
+    let sq = sqrt_scale(p);
+    let em = Emit {
+        p,
+        lanes: lanes as u32,
+        qs,
+        q: chunks(g.head, lanes),
+        acc: accb,
+        acc_chunks: chunks(g.v_head, lanes),
         m: kb.var(),
         l: kb.var(),
         scratch,
@@ -740,6 +973,7 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
     };
     let ct = p.ct;
 
+    // the row's scaled Q and a zero accumulator in private buffers
     let mut row = Vec::new();
     let (qsb, qsh, qss) = strides(g.rank3, g.q_heads, g.q_seq, g.head);
     let q_base = b_e
@@ -747,16 +981,25 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
         .mul(qsb)
         .add(h_e.clone().mul(qsh))
         .add(i_e.clone().mul(qss));
-    for (off, n) in chunks(g.head, lanes) {
-        let var = kb.var();
+    for &(off, n) in &em.q {
         let x = em.ld(qb, p.qdt, q_base.clone().add(IndexExpr::c(off)), n);
         let value = if em.half() {
             em.scaled_half(x, n)
         } else {
             bin(BinOp::Mul, x, em.f(sq * sq, n))
         };
-        row.push(Stmt::Let { var, value });
-        em.q.push((var, off, n));
+        row.push(Stmt::Store {
+            buf: qs,
+            index: IndexExpr::c(off),
+            value,
+        });
+    }
+    for &(off, n) in &em.acc_chunks {
+        row.push(Stmt::Store {
+            buf: accb,
+            index: IndexExpr::c(off),
+            value: em.f(0.0, n),
+        });
     }
     row.push(Stmt::Local {
         var: em.m,
@@ -768,43 +1011,9 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
         ty: Ty::scalar(ct),
         init: em.f(0.0, 1),
     });
-    for (off, n) in chunks(g.v_head, lanes) {
-        let var = kb.var();
-        row.push(Stmt::Local {
-            var,
-            ty: Ty::vector(ct, n),
-            init: em.f(0.0, n),
-        });
-        em.acc.push((var, off, n));
-    }
 
     // the allowed keys of row i: lo..hi of the total sequence
-    let nonpad_len = nonpad.map(|nb| IndexExpr::Dyn(Box::new(Expr::load(nb, b_e.clone(), 1))));
-    let pos = match &nonpad_len {
-        _ if p.past => i_e.clone().add(IndexExpr::c(g.past_seq as i64)),
-        Some(n) => i_e
-            .clone()
-            .add(n.clone())
-            .add(IndexExpr::c(-(g.q_seq as i64))),
-        None => i_e.clone(),
-    };
-    let mut lo = IndexExpr::c(0);
-    if p.left_window >= 0 {
-        lo = pos.clone().add(IndexExpr::c(-p.left_window)).max(lo);
-    }
-    let mut hi = IndexExpr::c(t as i64);
-    if p.causal {
-        hi = hi.min(pos.clone().add(IndexExpr::c(1)));
-    }
-    if p.right_window >= 0 {
-        hi = hi.min(pos.clone().add(IndexExpr::c(p.right_window + 1)));
-    }
-    if let Some((_, md)) = &p.mask {
-        hi = hi.min(IndexExpr::c(md.last().copied().unwrap_or(1) as i64));
-    }
-    if let Some(n) = nonpad_len {
-        hi = hi.min(n);
-    }
+    let (lo, hi) = row_bounds(p, &b_e, &i_e, nonpad);
 
     let (ksb, ksh, kss) = strides(g.rank3, g.kv_heads, g.kv_seq, g.head);
     let (vsb, vsh, vss) = strides(g.rank3, g.kv_heads, g.kv_seq, g.v_head);
@@ -849,8 +1058,12 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
     });
     let (ysb, ysh, yss) = strides(g.rank3, g.q_heads, g.q_seq, g.v_head);
     let y_base = b_e.mul(ysb).add(h_e.mul(ysh)).add(i_e.mul(yss));
-    for &(a, off, n) in &em.acc {
-        let y = bin(BinOp::Mul, Expr::var(a), Expr::splat(n, Expr::var(inv)));
+    for &(off, n) in &em.acc_chunks {
+        let y = bin(
+            BinOp::Mul,
+            Expr::load(accb, IndexExpr::c(off), n),
+            Expr::splat(n, Expr::var(inv)),
+        );
         row.push(Stmt::Store {
             buf: yb,
             index: y_base.clone().add(IndexExpr::c(off)),
@@ -863,18 +1076,24 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
         .clone()
         .add(IndexExpr::c(QUERY_BLOCK as i64))
         .min(IndexExpr::c(g.q_seq as i64));
+    let alloc = |buf: BufId, len: usize| Stmt::Alloc {
+        buf,
+        scope: Scope::Private,
+        dtype: ct,
+        len: len.max(1),
+    };
     let body = vec![
-        Stmt::Alloc {
-            buf: scratch,
-            scope: Scope::Private,
-            dtype: ct,
-            len: block,
-        },
+        alloc(scratch, scratch_len),
+        alloc(qs, g.head),
+        alloc(accb, g.v_head),
         for_(i, i0, i_end, 1, row),
     ];
     cx.push(kb.finish(body));
     Ok(())
 }
+
+mod exp;
+mod outputs;
 
 #[cfg(test)]
 mod tests;

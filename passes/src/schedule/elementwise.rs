@@ -67,8 +67,20 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
     let out_dims = cx.dims(out_v);
     let out_dt = cx.dtype(out_v);
     // Leaves: the node's operands (for Clip/Dropout, omitted ones are skipped by the op).
+    // CastLike reads only its target's dtype: it becomes a Cast, and the
+    // target (often an empty tensor) is never loaded.
+    let cast_like_to = match (node.op, node.inputs.get(1).copied().flatten()) {
+        (Op::CastLike, Some(v)) => Some(cx.dtype(v)),
+        _ => None,
+    };
     let body: expr::Expr = if node.op == Op::FusedElementwise {
         kiln_ir::fused::body(node.op, &node.attrs).map_err(|e| e.to_string())?
+    } else if let Some(to) = cast_like_to {
+        expr::Expr::Op {
+            op: Op::Cast,
+            attrs: Attrs::new().with("to", kiln_ir::Attr::Int(to.onnx_code() as i64)),
+            args: vec![expr::Expr::Input(0)],
+        }
     } else {
         let args: Vec<expr::Expr> = (0..node.inputs.len()).map(expr::Expr::Input).collect();
         expr::Expr::Op {
@@ -78,8 +90,9 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
         }
     };
     let mut leaves: Vec<Option<(BufId, DType, Vec<usize>)>> = Vec::new();
-    for o in &node.inputs {
+    for (i, o) in node.inputs.iter().enumerate() {
         leaves.push(match o {
+            Some(_) if i == 1 && cast_like_to.is_some() => None,
             Some(v) => Some((cx.buf(*v), cx.dtype(*v), cx.dims(*v))),
             None => None,
         });

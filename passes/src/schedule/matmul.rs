@@ -434,6 +434,9 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
     Ok(())
 }
 
+/// K steps per iteration of the micro-kernel's inner loop.
+const K_UNROLL: usize = 1;
+
 /// Where the B columns read by a register tile start.
 #[derive(Clone, Debug)]
 pub(super) enum BCol {
@@ -607,21 +610,27 @@ pub(super) fn tiled_gemm(
         let p = kb.var();
         let j0 = IndexExpr::var(jb).mul(nr as i64);
         let mut tile = Vec::new();
-        let abase: Vec<Var> = (0..mr).map(|_| kb.var()).collect();
-        for (r, &v) in abase.iter().enumerate() {
-            tile.push(Stmt::Let {
+        // Strength-reduced, loop-carried element indices: one per A row and
+        // one for B, advanced by the K step (so no index arithmetic is
+        // recomputed per step, and the unrolled steps' loads differ from
+        // them by constants, which the backend folds into displacements).
+        let i64t = Ty::scalar(DType::I64);
+        let aidx: Vec<Var> = (0..mr).map(|_| kb.var()).collect();
+        for (r, &v) in aidx.iter().enumerate() {
+            tile.push(Stmt::Local {
                 var: v,
-                value: Expr::Index((g.a_base)(rows[r].clone())),
+                ty: i64t,
+                init: Expr::Index(
+                    (g.a_base)(rows[r].clone()).add(p_start.clone().mul(g.a_pstride)),
+                ),
             });
         }
-        let bbase = kb.var();
-        tile.push(Stmt::Let {
-            var: bbase,
-            value: Expr::Index((g.b_base)(&BCol::Tile {
-                jb: IndexExpr::var(jb),
-                off: 0,
-            })),
-        });
+        // B's index is the K loop's own variable, stepping by `b_pstride`.
+        let b0 = (g.b_base)(&BCol::Tile {
+            jb: IndexExpr::var(jb),
+            off: 0,
+        })
+        .add(p_start.clone().mul(g.b_pstride));
         let accs: Vec<Vec<Var>> = (0..mr)
             .map(|_| (0..nv).map(|_| kb.var()).collect())
             .collect();
@@ -647,32 +656,64 @@ pub(super) fn tiled_gemm(
                 els: vec![],
             });
         }
-        let mut kbody = Vec::new();
-        let bvars: Vec<Var> = (0..nv).map(|_| kb.var()).collect();
-        for (v, &bvar) in bvars.iter().enumerate() {
-            let idx = IndexExpr::var(bbase)
-                .add(IndexExpr::var(p).mul(g.b_pstride))
-                .add(IndexExpr::c((v * lanes as usize) as i64));
-            kbody.push(Stmt::Let {
-                var: bvar,
-                value: Expr::load(g.b, idx, lanes),
-            });
-        }
-        for (r, row) in accs.iter().enumerate() {
-            let av = kb.var();
-            let idx = IndexExpr::var(abase[r]).add(IndexExpr::var(p).mul(g.a_pstride));
-            kbody.push(Stmt::Let {
-                var: av,
-                value: Expr::splat(lanes, Expr::load(g.a, idx, 1)),
-            });
-            for (v, &a) in row.iter().enumerate() {
-                kbody.push(Stmt::Assign {
-                    var: a,
-                    value: Expr::fma(Expr::var(av), Expr::var(bvars[v]), Expr::var(a)),
+        // One K step `u` (0-based within an unrolled group): B vectors,
+        // then per row a broadcast A element and `nv` fused multiply-adds.
+        let kstep = |kb: &mut KernelBuilder, bq: Var, u: i64, out: &mut Vec<Stmt>| {
+            let bvars: Vec<Var> = (0..nv).map(|_| kb.var()).collect();
+            for (v, &bvar) in bvars.iter().enumerate() {
+                let idx = IndexExpr::var(bq)
+                    .add(IndexExpr::c(u * g.b_pstride + (v * lanes as usize) as i64));
+                out.push(Stmt::Let {
+                    var: bvar,
+                    value: Expr::load(g.b, idx, lanes),
                 });
             }
+            for (r, row) in accs.iter().enumerate() {
+                let av = kb.var();
+                let idx = IndexExpr::var(aidx[r]).add(IndexExpr::c(u * g.a_pstride));
+                out.push(Stmt::Let {
+                    var: av,
+                    value: Expr::splat(lanes, Expr::load(g.a, idx, 1)),
+                });
+                for (v, &a) in row.iter().enumerate() {
+                    out.push(Stmt::Assign {
+                        var: a,
+                        value: Expr::fma(Expr::var(av), Expr::var(bvars[v]), Expr::var(a)),
+                    });
+                }
+            }
+        };
+        let advance = |steps: i64, out: &mut Vec<Stmt>| {
+            for &v in &aidx {
+                out.push(Stmt::Assign {
+                    var: v,
+                    value: Expr::Index(IndexExpr::var(v).add(IndexExpr::c(steps * g.a_pstride))),
+                });
+            }
+        };
+        // The K loop, unrolled by K_UNROLL (steps stay in `p` order, so every
+        // accumulator sees the same sequence of FMAs), then the remainder.
+        let uf = K_UNROLL as i64;
+        let bps = g.b_pstride;
+        let mut kbody = Vec::new();
+        for u in 0..uf {
+            kstep(kb, p, u, &mut kbody);
         }
-        tile.push(for_(p, p_start.clone(), p_end.clone(), 1, kbody));
+        advance(uf, &mut kbody);
+        // K steps of the unrolled loop, then B's index at its end and at the end of K
+        let len = p_end.clone().add(p_start.clone().mul(-1));
+        let main_steps = len.clone().div(uf).mul(uf);
+        let main_end = b0.clone().add(main_steps.mul(bps));
+        tile.push(for_(p, b0.clone(), main_end.clone(), uf * bps, kbody));
+        // K blocks are `kc` long except the last (`k - (nkb-1)·kc`).
+        let last_len = k - (nkb - 1) * bl.kc;
+        if last_len % K_UNROLL != 0 || (nkb > 1 && bl.kc % K_UNROLL != 0) {
+            let p1 = kb.var();
+            let mut rbody = Vec::new();
+            kstep(kb, p1, 0, &mut rbody);
+            advance(1, &mut rbody);
+            tile.push(for_(p1, main_end, b0.add(len.mul(bps)), bps, rbody));
+        }
         let mut finals = Vec::new();
         let mut partials = Vec::new();
         for (r, row) in accs.iter().enumerate() {

@@ -117,15 +117,12 @@ fn top_k(cx: &mut Lower, node: &Node) -> Result<(), String> {
     let inner: usize = xd[axis + 1..].iter().product();
     let xb = cx.buf(x);
     let vb = cx.out_buf(node.outputs[0]);
-    let ib = match node.outputs.get(1) {
-        Some(&v) => Some(cx.out_buf(v)),
-        None => None,
-    };
     if let Some(&v) = node.outputs.get(1) {
         if cx.dtype(v) != DType::I64 {
             return Err("TopK: indices must be i64".into());
         }
     }
+    let ib = node.outputs.get(1).map(|&v| cx.out_buf(v));
     // Values compare in f32 for f16/bf16 (exact), as u8 for bool.
     let ct = match dt {
         DType::Bool => DType::U8,

@@ -26,6 +26,11 @@
 //!   ScatterND; [`layout`]: Tile, Pad, DepthToSpace, SpaceToDepth;
 //!   [`select`]: Trilu, ReverseSequence, OneHot, EyeLike; [`scan`]: CumSum;
 //!   [`misc`]: Range, TopK; [`resize`]: Resize; [`einsum`]: Einsum.
+//! - [`quant`]: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear;
+//!   [`intmm`]: MatMulInteger, QLinearMatMul, ConvInteger, QLinearConv;
+//!   [`norm_extra`]: LayerNormalization's Mean/InvStdDev outputs, Hardmax,
+//!   LpNormalization, MeanVarianceNormalization; [`extra_outputs`]:
+//!   Dropout's mask and MaxPool's Indices.
 //!
 //! The list of what is supported is [`supports`]; every other node is a
 //! [`PassError`] naming it, never a silent fallback.
@@ -34,14 +39,18 @@ pub mod attention;
 pub mod conv;
 pub mod einsum;
 pub mod elementwise;
+pub mod extra_outputs;
 pub mod gather;
+pub mod intmm;
 mod indexing;
 pub mod layout;
 pub mod matmul;
 pub mod misc;
 pub mod movement;
 pub mod norm;
+pub mod norm_extra;
 pub mod pool;
+pub mod quant;
 pub mod reduce;
 pub mod resize;
 pub mod scan;
@@ -141,6 +150,18 @@ pub fn supports(
         Op::Range | Op::TopK => return misc::supports(op, attrs, inputs, outputs),
         Op::Resize => return resize::supports(op, attrs, inputs, outputs),
         Op::Einsum => return einsum::supports(op, attrs, inputs, outputs),
+        Op::QuantizeLinear | Op::DequantizeLinear | Op::DynamicQuantizeLinear => {
+            return quant::supports(op, attrs, inputs, outputs)
+        }
+        Op::MatMulInteger | Op::QLinearMatMul | Op::ConvInteger | Op::QLinearConv => {
+            return intmm::supports(op, attrs, inputs, outputs)
+        }
+        o if norm_extra::claims(o, attrs, outputs.len()) => {
+            return norm_extra::supports(op, attrs, inputs, outputs)
+        }
+        o if extra_outputs::claims(o, outputs.len()) => {
+            return extra_outputs::supports(op, attrs, inputs, outputs)
+        }
         _ => {}
     }
     match op.class() {
@@ -298,6 +319,16 @@ impl<'g> Lower<'g> {
             Op::Range | Op::TopK => misc::lower(self, node),
             Op::Resize => resize::lower(self, node),
             Op::Einsum => einsum::lower(self, node),
+            Op::QuantizeLinear | Op::DequantizeLinear | Op::DynamicQuantizeLinear => {
+                quant::lower(self, node)
+            }
+            Op::MatMulInteger | Op::QLinearMatMul | Op::ConvInteger | Op::QLinearConv => {
+                intmm::lower(self, node)
+            }
+            o if norm_extra::claims(o, &node.attrs, node.outputs.len()) => {
+                norm_extra::lower(self, node)
+            }
+            o if extra_outputs::claims(o, node.outputs.len()) => extra_outputs::lower(self, node),
             _ => self.node_by_class(node),
         };
         r.map_err(|m| PassError::node(PASS, node, m))

@@ -19,8 +19,8 @@
 //!   the plane size).
 //!
 //! f16/bf16 and f32 compute in f32 and round once, f64 in f64.
-//! Not scheduled (a [`Reason`]): MaxPool's `Indices` output, MaxPool of 8-bit
-//! integers, LpPool.
+//! Not scheduled here (a [`Reason`]): MaxPool's `Indices` output (that is
+//! [`super::extra_outputs`]), MaxPool of 8-bit integers, LpPool.
 
 use super::*;
 use kiln_ir::interp::{pool_axes, WindowAxis};
@@ -42,7 +42,7 @@ pub(super) fn supports(
     }
     if outputs.len() != 1 {
         return no(format!(
-            "{op} with {} outputs (MaxPool's Indices output is not scheduled)",
+            "{op} with {} outputs (MaxPool's Indices output is not scheduled here)",
             outputs.len()
         ));
     }
@@ -385,11 +385,11 @@ mod tests {
     }
 
     #[test]
-    fn max_pool_indices_is_a_reason() {
-        let g = crate::testutil::parse("graph @t {\n in %0: f32[1,1,4,4]\n %1: f32[1,1,2,2], %2: i64[1,1,2,2] = MaxPool[kernel_shape=[2,2], strides=[2,2]](%0) @mp\n out %1, %2\n}");
+    fn lp_pool_is_a_reason() {
+        let g = crate::testutil::parse("graph @t {\n in %0: f32[1,1,4,4]\n %1: f32[1,1,2,2] = LpPool[kernel_shape=[2,2], strides=[2,2]](%0) @lp\n out %1\n}");
         let e = super::super::lower(&g, &Options::default())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("mp") && e.contains("Indices"), "{e}");
+        assert!(e.contains("lp") && e.contains("LpPool"), "{e}");
     }
 }

@@ -45,17 +45,33 @@ impl Tr<'_, '_> {
     }
 
     pub fn load(&mut self, buf: BufId, index: Value, lanes: u32) -> Result<Val> {
+        self.load_at(buf, index, 0, lanes)
+    }
+
+    /// A load at element `index + off`, with `off` folded into the
+    /// instructions' displacement when it fits (so that loads at constant
+    /// distances from one index share its address arithmetic).
+    pub fn load_at(&mut self, buf: BufId, index: Value, off: i64, lanes: u32) -> Result<Val> {
         let r = self.buf(buf)?;
         if lanes == 0 {
             return Err(self.malformed(format!("load of 0 lanes from {buf}")));
         }
+        let size = r.dtype.size_bytes() as i64;
+        let disp = off
+            .checked_mul(size)
+            .and_then(|d| i32::try_from(d).ok())
+            .filter(|d| d.checked_add(lanes as i32 * size as i32).is_some());
+        let (index, disp) = match disp {
+            Some(d) => (index, d),
+            None => (self.b.ins().iadd_imm_s(index, off), 0),
+        };
         let addr = self.addr(r.base, r.dtype, index);
         let ty = Ty::vector(r.dtype, lanes);
         if chunked(ty) {
             let ct = chunk_ty(r.dtype).expect("chunked");
             let n = lanes / ct.lane_count();
             let parts = (0..n)
-                .map(|c| self.b.ins().load(ct, mflags(), addr, (c * 16) as i32))
+                .map(|c| self.b.ins().load(ct, mflags(), addr, disp + (c * 16) as i32))
                 .collect();
             return Ok(Val {
                 ty,
@@ -64,10 +80,10 @@ impl Tr<'_, '_> {
             });
         }
         let st = scalar_ty(r.dtype);
-        let size = r.dtype.size_bytes() as i32;
+        let size = size as i32;
         let parts = (0..lanes as i32)
             .map(|l| {
-                let x = self.b.ins().load(st, mflags(), addr, l * size);
+                let x = self.b.ins().load(st, mflags(), addr, disp + l * size);
                 if r.dtype == DType::Bool {
                     self.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0)
                 } else {
@@ -247,6 +263,7 @@ impl Tr<'_, '_> {
     /// exp on an f32x4, inline (Cephes-style range reduction and a degree-5
     /// polynomial): within a few ulp of libm's `expf` for normal results;
     /// NaN stays NaN, overflow gives +inf, results below 2^-126 flush to 0.
+    #[allow(clippy::excessive_precision)] // Cephes constants, as published
     pub fn exp_f32x4(&mut self, x: Value) -> Value {
         let f = types::F32X4;
         let sp = |tr: &mut Self, v: f32| {

@@ -580,6 +580,13 @@ impl<'a, 'b> Tr<'a, 'b> {
                 Ok(Self::scalar(DType::I64, v))
             }
             Expr::Load { buf, index, lanes } => {
+                // `x + c`: the constant goes into the load's displacement.
+                if let IndexExpr::Add(x, c) = index {
+                    if let IndexExpr::Const(c) = **c {
+                        let i = self.index(x)?;
+                        return self.load_at(*buf, i, c, *lanes);
+                    }
+                }
                 let i = self.index(index)?;
                 self.load(*buf, i, *lanes)
             }
@@ -648,7 +655,7 @@ impl<'a, 'b> Tr<'a, 'b> {
 
     /// Zeroes `bytes` bytes at `base`.
     pub fn zero(&mut self, base: Value, bytes: usize) -> Result<()> {
-        if bytes <= 128 && bytes % 8 == 0 {
+        if bytes <= 128 && bytes.is_multiple_of(8) {
             let z = self.b.ins().iconst(types::I64, 0);
             for o in (0..bytes).step_by(8) {
                 self.b.ins().store(

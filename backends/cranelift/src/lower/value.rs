@@ -60,7 +60,7 @@ pub fn chunk_ty(d: DType) -> Option<Type> {
 
 /// Whether values of `ty` are held in chunks.
 pub fn chunked(ty: Ty) -> bool {
-    ty.lanes > 1 && chunk_ty(ty.dtype).is_some_and(|c| ty.lanes % c.lane_count() == 0)
+    ty.lanes > 1 && chunk_ty(ty.dtype).is_some_and(|c| ty.lanes.is_multiple_of(c.lane_count()))
 }
 
 pub fn vflags() -> MemFlagsData {
