@@ -325,6 +325,38 @@ impl Tensor {
     }
 
     /// Little-endian raw bytes (bool as one byte each).
+    /// A hash of the dtype, the shape and at most 4096 evenly spaced
+    /// elements' bits: O(1) in the tensor's size, equal for bit-identical
+    /// tensors. For interning tables, which must confirm a hit with
+    /// [`Tensor::bit_eq`] (different tensors may share a hash).
+    pub fn sample_hash(&self) -> u64 {
+        const SAMPLES: usize = 4096;
+        let mut h: u64 = 0xcbf29ce484222325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x100000001b3);
+            }
+        };
+        eat(self.dtype().name().as_bytes());
+        for &d in &self.shape {
+            eat(&(d as u64).to_le_bytes());
+        }
+        let n = self.numel();
+        let step = n.div_ceil(SAMPLES).max(1);
+        let mut buf = Vec::with_capacity(16);
+        with_data!(&self.data, v => {
+            let mut i = 0;
+            while i < v.len() {
+                buf.clear();
+                Element::write_le(v[i], &mut buf);
+                eat(&buf);
+                i += step;
+            }
+        });
+        h
+    }
+
     pub fn to_le_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.numel() * self.dtype().size_bytes());
         with_data!(&self.data, v => for x in v.iter() { Element::write_le(*x, &mut out) });

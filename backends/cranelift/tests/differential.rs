@@ -28,7 +28,7 @@ fn gen_expr(rng: &mut Rng, d: DType, lanes: u32, depth: u32, index: &IndexExpr) 
             }
         };
     }
-    let mut sub = |rng: &mut Rng| gen_expr(rng, d, lanes, depth - 1, index);
+    let sub = |rng: &mut Rng| gen_expr(rng, d, lanes, depth - 1, index);
     let float = d.is_float();
     match rng.below(8) {
         0 | 1 => {

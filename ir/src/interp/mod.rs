@@ -31,6 +31,7 @@ mod reduce;
 pub(crate) mod shape_ops;
 pub mod util;
 pub(crate) mod window;
+pub use elementwise::num::erf_f64;
 pub use window::{conv_axes, pool_axes, Axis as WindowAxis};
 pub use linalg::einsum::{einsum_space, EinsumSpace};
 pub use misc::resize::{resize_tables, ResizeAxisTaps, ResizeTables};

@@ -812,61 +812,6 @@ fn compare(op: CmpOp, x: Sc, y: Sc) -> bool {
     }
 }
 
-// erf in f64: the same algorithm as the graph interpreter's
-// (`interp::elementwise::num::erf_f64`, private to that module), so that the
-// two oracles agree bit for bit.
-fn f64_erf(x: f64) -> f64 {
-    if x.is_nan() {
-        return x;
-    }
-    let a = x.abs();
-    let r = if a < 3.0 {
-        let x2 = a * a;
-        let mut term = a;
-        let mut sum = a;
-        let mut k = 1.0;
-        while term > sum * 1e-17 {
-            k += 2.0;
-            term *= 2.0 * x2 / k;
-            sum += term;
-        }
-        std::f64::consts::FRAC_2_SQRT_PI * (-x2).exp() * sum
-    } else if a < 6.5 {
-        1.0 - erfc_cf(a)
-    } else {
-        1.0
-    };
-    if x < 0.0 {
-        -r
-    } else {
-        r
-    }
-}
-
-fn erfc_cf(x: f64) -> f64 {
-    const TINY: f64 = 1e-300;
-    let mut f = x;
-    let mut c = x;
-    let mut d = 0.0;
-    for n in 1..500 {
-        let an = n as f64 / 2.0;
-        d = x + an * d;
-        if d.abs() < TINY {
-            d = TINY;
-        }
-        c = x + an / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
-        d = 1.0 / d;
-        let delta = c * d;
-        f *= delta;
-        if (delta - 1.0).abs() < 1e-16 {
-            break;
-        }
-    }
-    (-x * x).exp() / (f * std::f64::consts::PI.sqrt())
-}
 
 fn unary(op: UnOp, d: DType, x: Sc) -> R<Sc> {
     macro_rules! fl {
@@ -881,7 +826,7 @@ fn unary(op: UnOp, d: DType, x: Sc) -> R<Sc> {
                 UnOp::Exp => v.exp(),
                 UnOp::Log => v.ln(),
                 UnOp::Tanh => v.tanh(),
-                UnOp::Erf => f64_erf(v as f64) as $t,
+                UnOp::Erf => crate::interp::erf_f64(v as f64) as $t,
                 UnOp::Sin => v.sin(),
                 UnOp::Cos => v.cos(),
                 UnOp::Tan => v.tan(),

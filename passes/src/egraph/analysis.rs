@@ -107,7 +107,7 @@ impl KAnalysis {
 
     /// Adds `t` to the constant table (or finds an identical one, bit for bit).
     pub fn intern_const(&mut self, t: Tensor) -> u32 {
-        let key = (t.ty(), fnv64(&t.to_le_bytes()));
+        let key = (t.ty(), t.sample_hash());
         let slot = self.const_index.entry(key).or_default();
         for &i in slot.iter() {
             if self.consts[i as usize].bit_eq(&t) {
@@ -232,16 +232,6 @@ impl KAnalysis {
         let outs = eval_op(op, attrs, &args, nout).ok()?;
         (outs.len() == nout).then(|| outs.into_iter().map(Arc::new).collect())
     }
-}
-
-/// FNV-1a, 64 bits: the constant table's hash.
-fn fnv64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 /// Whether two classes' output types may be merged: same count, dtype and

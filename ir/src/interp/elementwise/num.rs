@@ -169,7 +169,7 @@ pub(crate) fn fmin<F: Float>(a: F, b: F) -> F {
 /// sum_n 2^n x^(2n+1) / (1*3*...*(2n+1))`, whose terms are all positive (no
 /// cancellation); beyond that it evaluates the continued fraction of
 /// `erfc` and returns `1 - erfc(x)`.
-pub(crate) fn erf_f64(x: f64) -> f64 {
+pub fn erf_f64(x: f64) -> f64 {
     if x.is_nan() {
         return x;
     }
