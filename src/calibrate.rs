@@ -71,7 +71,7 @@ fn roofline(g: &Graph, t: &TargetInfo) -> Option<(f64, f64)> {
 }
 
 fn set(k: &mut Coefficients, name: &str, v: f64) {
-    let v = v.clamp(1e-3, 1e3);
+    let v = v.clamp(1e-6, 1e3);
     match name {
         "overhead_scale" => k.overhead_scale = v,
         "memory_efficiency" => k.memory_efficiency = v,
@@ -116,8 +116,11 @@ pub fn calibrate(target: &TargetInfo, runs: usize) -> Result<Calibration> {
             overhead = measured;
             set(&mut k, b.fits, measured / target.launch_overhead);
         } else {
+            // time = max(compute / eff_c, memory / eff_m) + overhead: the memory
+            // benchmark fits eff_m, each other one the compute efficiency that
+            // makes its kernel take the measured time
             let work = (measured - overhead).max(measured * 0.1);
-            let bound = if b.fits == "memory_efficiency" { memory } else { compute.max(memory * k.memory_efficiency.recip().min(1.0)) };
+            let bound = if b.fits == "memory_efficiency" { memory } else { compute };
             set(&mut k, b.fits, bound / work);
         }
         raw.push((b.name, b.fits, g, measured));
