@@ -204,13 +204,15 @@ fn conv_pool_norm_native_match_the_reference() {
     }
 }
 
-/// Instruction-count harness (ignored by default; it checks only that the
-/// blocked and unblocked schedules agree bit for bit): compiles the blocked
-/// schedule of one `n`, runs it once to warm up, then `reps` more times on one
-/// thread and nothing else, so that
-/// `perf stat -e instructions:u <test binary> --ignored matmul_native_profile`
-/// with `KILN_MATMUL_PROFILE=n,reps` minus the same with `n,0` is the
-/// instruction count of `reps` runs of the kernel. Prints the best time too.
+/// Instruction-count harness, ignored by default: compiles the blocked
+/// schedule (`KILN_MATMUL_BLOCK`) of one `n`, runs it once, then `reps` more
+/// times on one thread and nothing else (no reference interpreter), so that
+/// `KILN_MATMUL_PROFILE=n,reps valgrind --tool=callgrind <test binary>
+/// --ignored matmul_native_profile` minus the same with `n,0` is the
+/// instruction count of `reps` runs of the kernel (likewise with
+/// `perf stat -e instructions:u` where counters exist). Prints the best time.
+/// With `KILN_MATMUL_PROFILE_CHECK` set it also checks the result against the
+/// unblocked schedule, bit for bit.
 #[test]
 #[ignore]
 fn matmul_native_profile() {

@@ -20,10 +20,21 @@
 //! `mr × kc` sliver of A in L1 while the tiles of the block pass over it;
 //! accumulators go through the (f32) output between K blocks, which keeps
 //! every element's accumulation order, hence the result, unchanged.
+//!
+//! The K loop carries its indices instead of recomputing them: its own
+//! variable is B's element index (stepping by B's row stride) and A's index
+//! is a local advanced each step. The MatMul schedule also packs A: per row
+//! tile and K block, the `mr × kc` sliver (rows clamped to M) is copied into
+//! a private `[kc][mr]` buffer, so one index reaches all `mr` rows at
+//! constant offsets (the backend folds those into load displacements). On
+//! x86-64 the loop is then 2 B loads, `mr` A loads and broadcasts and
+//! `mr·nr_vecs` FMAs with the accumulators in registers, no spills; what is
+//! left is Cranelift's: a register copy per reused broadcast and per
+//! accumulator at the back edge (its `vfmadd213` overwrites a multiplicand).
 
 use super::elementwise::{apply, compile, Val};
 use super::*;
-use kiln_ir::kernel::{BinOp, CmpOp, Ty};
+use kiln_ir::kernel::{BinOp, CmpOp, Scope, Ty};
 use kiln_ir::{expr, Attrs};
 
 pub(super) fn supports(
@@ -368,7 +379,7 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
             epi: &|kb: &mut KernelBuilder, prod, i, j, l| epi(kb, prod, &bidx, i, j, l),
         };
         let bl = Blocking::new(cx.opts, m, n, k);
-        body.extend(tiled_gemm(&mut kb, &gemm, &bl)?);
+        body.extend(tiled_gemm_with(&mut kb, &gemm, &bl, Some(cx.local()))?);
     } else {
         // generic scalar path: grid over (batch, row), loop over columns and K
         let gi = kb.axis(m);
@@ -434,7 +445,10 @@ pub(super) fn lower(cx: &mut Lower, node: &Node) -> Result<(), String> {
     Ok(())
 }
 
-/// K steps per iteration of the micro-kernel's inner loop.
+/// K steps per iteration of the micro-kernel's inner loop. Measured on
+/// x86-64 (callgrind, 256³): 4 is worse than 1, because Cranelift keeps the
+/// (side-effecting) loads of the whole unrolled body ahead of its (pure) FMAs,
+/// so 4 steps' operands are live at once and the accumulators spill.
 const K_UNROLL: usize = 1;
 
 /// Where the B columns read by a register tile start.
@@ -547,6 +561,19 @@ pub(super) fn tiled_gemm(
     g: &TiledGemm,
     bl: &Blocking,
 ) -> Result<Vec<Stmt>, String> {
+    tiled_gemm_with(kb, g, bl, None)
+}
+
+/// [`tiled_gemm`], with A packed when `a_pack` is a fresh kernel-local buffer
+/// id: per row tile and K block, the `mr × kc` sliver of A (rows clamped to
+/// M) is copied into it as `[kc][mr]`, so that the micro-kernel reads A
+/// contiguously through one index at constant offsets.
+pub(super) fn tiled_gemm_with(
+    kb: &mut KernelBuilder,
+    g: &TiledGemm,
+    bl: &Blocking,
+    a_pack: Option<BufId>,
+) -> Result<Vec<Stmt>, String> {
     let (m, n, k) = (g.m, g.n, g.k);
     let (mr, nr, lanes) = (bl.mr, bl.nr, bl.lanes);
     if lanes < 1 || nr % lanes as usize != 0 || bl.mc % mr != 0 || bl.nc % nr != 0 {
@@ -610,21 +637,41 @@ pub(super) fn tiled_gemm(
         let p = kb.var();
         let j0 = IndexExpr::var(jb).mul(nr as i64);
         let mut tile = Vec::new();
-        // Strength-reduced, loop-carried element indices: one per A row and
-        // one for B, advanced by the K step (so no index arithmetic is
-        // recomputed per step, and the unrolled steps' loads differ from
-        // them by constants, which the backend folds into displacements).
+        // Strength-reduced, loop-carried element indices (A: one per row, or
+        // one for the packed sliver; B: the K loop's variable), so that no
+        // index arithmetic is recomputed per K step; loads at constant
+        // offsets from them share their address arithmetic.
         let i64t = Ty::scalar(DType::I64);
-        let aidx: Vec<Var> = (0..mr).map(|_| kb.var()).collect();
-        for (r, &v) in aidx.iter().enumerate() {
-            tile.push(Stmt::Local {
-                var: v,
-                ty: i64t,
-                init: Expr::Index(
-                    (g.a_base)(rows[r].clone()).add(p_start.clone().mul(g.a_pstride)),
-                ),
-            });
-        }
+        // A: (buffer, step per K step, per row: loop-carried index variable
+        // and constant offset from it). Packed: one variable, rows at `r`.
+        let (abuf, a_step, arows): (BufId, i64, Vec<(Var, i64)>) = match a_pack {
+            Some(pb) => {
+                let v = kb.var();
+                tile.push(Stmt::Local {
+                    var: v,
+                    ty: i64t,
+                    init: Expr::Index(IndexExpr::c(0)),
+                });
+                (pb, mr as i64, (0..mr).map(|r| (v, r as i64)).collect())
+            }
+            None => {
+                let mut arows = Vec::new();
+                for row in &rows {
+                    let v = kb.var();
+                    tile.push(Stmt::Local {
+                        var: v,
+                        ty: i64t,
+                        init: Expr::Index(
+                            (g.a_base)(row.clone()).add(p_start.clone().mul(g.a_pstride)),
+                        ),
+                    });
+                    arows.push((v, 0));
+                }
+                (g.a, g.a_pstride, arows)
+            }
+        };
+        let mut avars: Vec<Var> = arows.iter().map(|x| x.0).collect();
+        avars.dedup();
         // B's index is the K loop's own variable, stepping by `b_pstride`.
         let b0 = (g.b_base)(&BCol::Tile {
             jb: IndexExpr::var(jb),
@@ -670,10 +717,11 @@ pub(super) fn tiled_gemm(
             }
             for (r, row) in accs.iter().enumerate() {
                 let av = kb.var();
-                let idx = IndexExpr::var(aidx[r]).add(IndexExpr::c(u * g.a_pstride));
+                let (avar, aoff) = arows[r];
+                let idx = IndexExpr::var(avar).add(IndexExpr::c(u * a_step + aoff));
                 out.push(Stmt::Let {
                     var: av,
-                    value: Expr::splat(lanes, Expr::load(g.a, idx, 1)),
+                    value: Expr::splat(lanes, Expr::load(abuf, idx, 1)),
                 });
                 for (v, &a) in row.iter().enumerate() {
                     out.push(Stmt::Assign {
@@ -684,10 +732,10 @@ pub(super) fn tiled_gemm(
             }
         };
         let advance = |steps: i64, out: &mut Vec<Stmt>| {
-            for &v in &aidx {
+            for &v in &avars {
                 out.push(Stmt::Assign {
                     var: v,
-                    value: Expr::Index(IndexExpr::var(v).add(IndexExpr::c(steps * g.a_pstride))),
+                    value: Expr::Index(IndexExpr::var(v).add(IndexExpr::c(steps * a_step))),
                 });
             }
         };
@@ -761,9 +809,41 @@ pub(super) fn tiled_gemm(
             }
             None => (IndexExpr::c(0), IndexExpr::c(full as i64)),
         };
-        Ok(vec![for_(jb, js, je, 1, tile)])
+        let mut out = Vec::new();
+        if let Some(pb) = a_pack {
+            // the row tile's K block of A, as [p][r]
+            for (r, row) in rows.iter().enumerate() {
+                let p2 = kb.var();
+                let src = (g.a_base)(row.clone()).add(IndexExpr::var(p2).mul(g.a_pstride));
+                let dst = IndexExpr::var(p2)
+                    .add(p_start.clone().mul(-1))
+                    .mul(mr as i64)
+                    .add(IndexExpr::c(r as i64));
+                out.push(for_(
+                    p2,
+                    p_start.clone(),
+                    p_end.clone(),
+                    1,
+                    vec![Stmt::Store {
+                        buf: pb,
+                        index: dst,
+                        value: Expr::load(g.a, src, 1),
+                    }],
+                ));
+            }
+        }
+        out.push(for_(jb, js, je, 1, tile));
+        Ok(out)
     };
     let mut body = Vec::new();
+    if let Some(pb) = a_pack {
+        body.push(Stmt::Alloc {
+            buf: pb,
+            scope: Scope::Private,
+            dtype: DType::F32,
+            len: mr * bl.kc,
+        });
+    }
     let blocks = row_loop(kb, &mut tiles)?;
     match pc {
         Some(pc) => body.push(for_(

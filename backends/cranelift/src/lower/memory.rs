@@ -9,7 +9,7 @@
 //! lanes the same way. No bounds checks: the kernel IR's producers guarantee
 //! in-bounds indices (the interpreter checks them).
 
-use super::value::{chunk_ty, chunked, scalar_ty, Repr, Val};
+use super::value::{chunk_of, scalar_ty, Repr, Val};
 use super::{BufRef, Tr};
 use crate::error::Result;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -67,11 +67,13 @@ impl Tr<'_, '_> {
         };
         let addr = self.addr(r.base, r.dtype, index);
         let ty = Ty::vector(r.dtype, lanes);
-        if chunked(ty) {
-            let ct = chunk_ty(r.dtype).expect("chunked");
+        if let Some(ct) = chunk_of(ty) {
             let n = lanes / ct.lane_count();
             let parts = (0..n)
-                .map(|c| self.b.ins().load(ct, mflags(), addr, disp + (c * 16) as i32))
+                .map(|c| {
+                    let o = disp + (c * 16) as i32;
+                    self.b.ins().load(ct, mflags(), addr, o)
+                })
                 .collect();
             return Ok(Val {
                 ty,

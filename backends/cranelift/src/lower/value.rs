@@ -60,7 +60,12 @@ pub fn chunk_ty(d: DType) -> Option<Type> {
 
 /// Whether values of `ty` are held in chunks.
 pub fn chunked(ty: Ty) -> bool {
-    ty.lanes > 1 && chunk_ty(ty.dtype).is_some_and(|c| ty.lanes.is_multiple_of(c.lane_count()))
+    chunk_of(ty).is_some()
+}
+
+/// The chunk type when values of `ty` are held in 128-bit chunks.
+pub fn chunk_of(ty: Ty) -> Option<Type> {
+    chunk_ty(ty.dtype).filter(|c| ty.lanes > 1 && ty.lanes.is_multiple_of(c.lane_count()))
 }
 
 pub fn vflags() -> MemFlagsData {
@@ -106,8 +111,7 @@ impl Tr<'_, '_> {
 
     /// Builds a value of `ty` from scalar lanes, in its canonical form.
     pub fn from_lanes(&mut self, ty: Ty, lanes: Vec<Value>) -> Val {
-        if chunked(ty) {
-            let ct = chunk_ty(ty.dtype).expect("chunked implies a chunk type");
+        if let Some(ct) = chunk_of(ty) {
             let n = ct.lane_count() as usize;
             let parts = lanes
                 .chunks(n)
@@ -173,8 +177,7 @@ impl Tr<'_, '_> {
     pub fn splat_val(&mut self, lanes: u32, a: Val) -> Val {
         let ty = Ty::vector(a.ty.dtype, lanes);
         let x = a.parts[0];
-        if chunked(ty) {
-            let ct = chunk_ty(ty.dtype).expect("chunked");
+        if let Some(ct) = chunk_of(ty) {
             let c = self.b.ins().splat(ct, x);
             let n = (lanes / ct.lane_count()) as usize;
             Val {
