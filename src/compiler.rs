@@ -18,7 +18,7 @@
 
 use crate::{Error, Result};
 use kiln_ir::kernel::Program;
-use kiln_ir::{Dim, Graph, Tensor, TargetInfo};
+use kiln_ir::{Dim, Graph, Op, Tensor, TargetInfo};
 use kiln_passes::egraph::{self, OptimizeOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -185,8 +185,7 @@ impl Compiler {
             if let Err(e) = model.static_native() {
                 // a schedule may need an operand's value (Reduce axes, Pad pads given as
                 // inputs): specialise on the small inputs' values at run time instead
-                let small = model.source.inputs.iter().any(|&v| model.source.ty(v).shape.numel().is_some_and(|n| n <= FOLD_LIMIT));
-                if !small {
+                if foldable_inputs(&model.source).is_empty() {
                     return Err(e);
                 }
                 model.value_specialise = true;
@@ -286,6 +285,38 @@ pub struct CompiledModel {
 /// when shapes depend on their values.
 pub const FOLD_LIMIT: usize = 64;
 
+/// Operand positions whose *values* decide an op's output shape or are read
+/// as parameters by its schedule (shapes, axes, pads, sizes, counts).
+fn value_operands(op: Op) -> &'static [usize] {
+    match op {
+        Op::Reshape | Op::Expand | Op::Tile | Op::Squeeze | Op::Unsqueeze | Op::TopK | Op::OneHot | Op::CumSum | Op::Trilu | Op::Split => &[1],
+        Op::ReduceMean | Op::ReduceSum | Op::ReduceMax | Op::ReduceMin | Op::ReduceProd | Op::ReduceL1 | Op::ReduceL2 | Op::ReduceLogSum
+        | Op::ReduceLogSumExp | Op::ReduceSumSquare => &[1],
+        Op::Slice => &[1, 2, 3, 4],
+        Op::Pad => &[1, 3],
+        Op::Resize => &[1, 2, 3],
+        Op::Range => &[0, 1, 2],
+        Op::ConstantOfShape => &[0],
+        _ => &[],
+    }
+}
+
+/// The positions of small graph inputs that some node reads at a value
+/// operand position: the only inputs native code specialises on. Data
+/// operands are never folded, so an op without a schedule stays an error
+/// instead of being computed by the interpreter at compile time.
+fn foldable_inputs(g: &Graph) -> Vec<usize> {
+    g.inputs
+        .iter()
+        .enumerate()
+        .filter(|&(_, &v)| g.ty(v).shape.numel().is_some_and(|n| n <= FOLD_LIMIT))
+        .filter(|&(_, &v)| {
+            g.nodes.iter().any(|n| value_operands(n.op).iter().any(|&i| n.inputs.get(i).copied().flatten() == Some(v)))
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// What a native specialisation is for: input shapes, and the bytes of the
 /// inputs folded as constants (empty for a static model).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -349,10 +380,11 @@ impl CompiledModel {
     /// The native specialisation for these inputs, compiling it on first use.
     ///
     /// Symbolic dimensions are bound from the inputs' shapes. If some shapes
-    /// are still not static (they depend on input *values*: a Reshape's target
-    /// shape, Reduce axes, Resize sizes given as inputs), the small inputs
-    /// (at most [`FOLD_LIMIT`] elements) are specialised as constants too, and
-    /// the code is cached by their values as well.
+    /// are still not static, or a schedule needs an operand's value (a
+    /// Reshape's target shape, Reduce axes, Resize sizes given as inputs), the
+    /// small inputs read at such value positions (at most [`FOLD_LIMIT`]
+    /// elements) are specialised as constants too, and the code is cached by
+    /// their values as well.
     pub fn native_for(&self, inputs: &[Tensor]) -> Result<Arc<Native>> {
         if fully_static(&self.graph) && !self.value_specialise {
             return self.static_native();
@@ -376,7 +408,7 @@ impl CompiledModel {
                 let folded: Vec<usize> = if fully_static(&bound) && !self.value_specialise {
                     vec![]
                 } else {
-                    (0..bound.inputs.len()).filter(|&i| shapes[i].iter().product::<usize>() <= FOLD_LIMIT).collect()
+                    foldable_inputs(&bound)
                 };
                 let plan = (Arc::new(bound), folded);
                 if let Ok(mut p) = self.plans.lock() {
