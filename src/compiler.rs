@@ -169,7 +169,7 @@ impl Compiler {
         } else {
             self.optimize_graph(g, &mut timings)?
         };
-        let model = CompiledModel {
+        let mut model = CompiledModel {
             compiler: self.clone(),
             source,
             graph: g,
@@ -180,7 +180,6 @@ impl Compiler {
             plans: Mutex::new(HashMap::new()),
             value_specialise: false,
         };
-        let mut model = model;
         if self.backend == Backend::Cranelift && is_static {
             if let Err(e) = model.static_native() {
                 // a schedule may need an operand's value (Reduce axes, Pad pads given as

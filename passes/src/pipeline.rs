@@ -46,10 +46,14 @@ pub struct Options {
 }
 
 impl Default for Options {
-    /// 8 rounds; verification in debug builds.
+    /// Up to 1000 rounds (a fixed point in practice); verification in debug
+    /// builds. Exporter graphs need many: PyTorch's TorchScript form takes the
+    /// `Shape` of each layer's output to build the next layer's Reshape, so
+    /// binding `batch`/`sequence` after import makes one more layer static
+    /// per round (fold → re-infer), and a 24-layer model needs ~30 rounds.
     fn default() -> Options {
         Options {
-            max_rounds: 8,
+            max_rounds: 1000,
             verify: cfg!(debug_assertions),
         }
     }
