@@ -50,13 +50,13 @@ fn assert_close(label: &str, want: &[Tensor], got: &[Tensor], tol: f64) {
     assert_eq!(want.len(), got.len(), "{label}: output count");
     for (k, (w, o)) in want.iter().zip(got).enumerate() {
         assert_eq!(w.ty(), o.ty(), "{label}: output {k} type");
+        // relative to the output's magnitude (as tests/models.rs measures against
+        // onnxruntime): folding BatchNorm into conv weights reassociates 50 layers of
+        // products, a few ulps of logits of size ~100
         let (w, o) = (w.to_f64_vec(), o.to_f64_vec());
-        let worst = w
-            .iter()
-            .zip(&o)
-            .map(|(a, b)| (a - b).abs() / (1.0 + a.abs()))
-            .fold(0.0, f64::max);
-        assert!(worst <= tol, "{label}: output {k} differs by {worst}");
+        let scale = w.iter().fold(1.0f64, |m, a| m.max(a.abs()));
+        let worst = w.iter().zip(&o).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / scale;
+        assert!(worst <= tol, "{label}: output {k} differs by {worst} (relative to its largest magnitude {scale})");
     }
 }
 
